@@ -1,0 +1,121 @@
+"""Service settings: every knob is an environment variable ``DREAMFIX_<NAME>`` (nested: ``DREAMFIX_SANDBOX__WALL_SECONDS``).
+
+The defaults are the embedded ones the README promises: SQLite in a data dir, the default model, a jailed
+sandbox. ``service`` is the only composition root, so the per-package configs (sandbox, agent, ...) are built
+from here and handed down as plain dataclasses.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".dreamfix"
+
+
+class SandboxSettings(BaseModel):
+    jail: Literal["bwrap", "none"] = "bwrap"
+    # Running untrusted code without a jail must be an explicit, loud decision.
+    allow_unjailed: bool = False
+    max_concurrency: int = 2
+    cpu_seconds: int = 20
+    wall_seconds: float = 30.0
+    memory_mb: int = 2048
+    max_processes: int = 64
+    max_file_bytes: int = 64 * 1024 * 1024
+    max_output_bytes: int = 256 * 1024
+    max_source_bytes: int = 256 * 1024
+    cache_entries: int = 4096
+
+
+class AgentSettings(BaseModel):
+    max_attempts: int = 4
+    suggestions_first: bool = True
+    hints: bool = True
+    max_new_tokens: int = 768
+
+
+class LimitSettings(BaseModel):
+    max_body_bytes: int = 1024 * 1024
+    max_code_bytes: int = 256 * 1024
+    queue_size: int = 16
+    workers: int = 1
+    request_timeout_s: float = 300.0
+
+
+class SchedulerSettings(BaseModel):
+    enabled: bool = True
+    day_cron: str = "0 9-17 * * *"
+    night_cron: str = "0 2 * * *"
+    misfire_grace_s: int = 3600
+
+
+class ShareSettings(BaseModel):
+    variance_threshold: float = 0.6
+    k_cap: int = 32
+    pseudo_rank: int = 1
+    phi: int = 0
+    lora_rank: int = 8
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+    train_steps: int = 60
+    learning_rate: float = 5e-3
+    merge_every: int = 3
+    seed: int = 0
+
+
+class RouterSettings(BaseModel):
+    confidence_threshold: float = 0.5
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DREAMFIX_", env_nested_delimiter="__", env_file=None, extra="ignore"
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = None
+    model: str = "qwen2.5-coder-0.5b-instruct"
+    model_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+    threads: int | None = None
+    admin_token: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    share: ShareSettings = Field(default_factory=ShareSettings)
+    router: RouterSettings = Field(default_factory=RouterSettings)
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'dreamfix.db'}"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.data_dir / "adapters"
+
+    @property
+    def sandbox_cache_dir(self) -> Path:
+        return self.data_dir / "sandbox-cache"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
