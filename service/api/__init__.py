@@ -1,0 +1,1 @@
+"""HTTP edge: typed schemas, thin routers, dependencies for settings, sessions and admin auth."""

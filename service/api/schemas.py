@@ -1,0 +1,196 @@
+"""Request and response bodies. Validation lives here so bad input is a 422 with a clear message."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Mode = Literal["lib", "bin", "test"]
+Edition = Literal["2015", "2018", "2021", "2024"]
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: Any | None = None
+
+
+class FixRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(min_length=1, description="The Rust source to fix (one file).")
+    mode: Mode = "bin"
+    edition: Edition = "2021"
+    diagnostics: str | None = Field(
+        default=None,
+        description="The client's own compiler output: rendered text or --error-format=json lines. Used to "
+        "route, and to fix code the sandbox cannot build (crates or modules it lacks).",
+    )
+    tests: str | None = Field(default=None, description="Optional #[test] functions the fix must pass.")
+    max_attempts: int | None = Field(default=None, ge=1, le=8)
+    hints: bool | None = None
+
+
+class CheckRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(min_length=1)
+    mode: Mode = "bin"
+    edition: Edition = "2021"
+
+
+class SuggestionOut(BaseModel):
+    message: str
+    replacement: str
+    line_start: int | None = None
+    column_start: int | None = None
+    applicability: str | None = None
+
+
+class DiagnosticOut(BaseModel):
+    level: str
+    code: str | None
+    message: str
+    line: int | None
+    column: int | None
+    rendered: str
+    suggestions: list[SuggestionOut] = []
+
+
+class CheckResponse(BaseModel):
+    ok: bool
+    verdict: str
+    error_codes: list[str]
+    diagnostics: list[DiagnosticOut]
+    message: str | None = None
+    duration_s: float
+
+
+class RouteOut(BaseModel):
+    task: str | None = Field(description="Task whose coefficients served the request; null = base model.")
+    version: int | None
+    confidence: float = 0.0
+
+
+class AttemptOut(BaseModel):
+    attempt: int
+    strategy: str
+    verdict: str
+    fixed: bool
+    error_codes: list[str]
+    route: RouteOut
+    note: str = ""
+    seconds: float
+
+
+class FixResponse(BaseModel):
+    fixed: bool
+    verified: bool = Field(description="False when the sandbox could not build the code (missing crates).")
+    code: str
+    diff: str
+    error_codes: list[str]
+    attempts: list[AttemptOut]
+    route: RouteOut
+    episode_id: int | None
+    status: str
+    wall_seconds: float
+
+
+class RunCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["day", "night"]
+
+
+class RunOut(BaseModel):
+    id: int
+    kind: str
+    status: str
+    trigger: str
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    summary: dict[str, Any]
+    error: str | None
+
+
+class RunDetail(RunOut):
+    log: str
+
+
+class AdapterOut(BaseModel):
+    task: str
+    version: int
+    name: str
+    status: str
+    basis_id: str
+    base_model_id: str
+    gate: dict[str, Any]
+    reason: str
+    params: int
+    bytes: int
+    created_at: datetime | None
+    promoted_at: datetime | None
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int | None = Field(default=None, ge=1, description="Default: the previously active version.")
+
+
+class AttemptDetail(BaseModel):
+    attempt: int
+    strategy: str
+    route_task: str | None
+    route_version: int | None
+    prompt_hash: str | None
+    model_id: str | None
+    error_codes_before: list[str]
+    error_codes_after: list[str]
+    diff: str
+    verdict: str
+    fixed: bool
+    prompt_tokens: int
+    completion_tokens: int
+    generate_seconds: float
+    check_seconds: float
+    note: str
+
+
+class EpisodeOut(BaseModel):
+    id: int
+    run_id: int | None
+    origin: str
+    problem_ref: str
+    family: str | None
+    fixed: bool
+    verified: bool
+    steps_to_green: int | None
+    final_status: str
+    strategy: str
+    error_codes: list[str]
+    route_task: str | None
+    route_version: int | None
+    wall_seconds: float
+    created_at: datetime | None
+
+
+class EpisodeDetail(EpisodeOut):
+    source: str
+    final_code: str
+    attempts: list[AttemptDetail]
+
+
+class Page(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[Any]
+
+
+class MetricPointOut(BaseModel):
+    ts: datetime | None
+    name: str
+    value: float
+    labels: dict[str, Any]
+    run_id: int | None

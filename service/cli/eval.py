@@ -1,0 +1,196 @@
+"""``dreamfix eval``: run fixing strategies on the frozen eval koans and report per-family metrics.
+
+Each strategy runs the same koans through the same loop (only the Strategy differs), in chunks so partial
+results are written to ``--out`` as they come (CPU runs of the default model take a long time). A koan counts
+as passed only when the sandbox verified the fix: it compiles AND the koan's tests pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import asdict, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agent.episodes import AttemptRecord, ProblemRecord
+from agent.koans import KoanFormatError, load_koans
+from agent.loop import DEFAULT_OUTPUT_FORMAT, STRATEGIES, Problem, Strategy
+from agent.metrics import by_family, format_family_table, regressions
+from service.cli import CliError
+from service.cli.fix import build_loop, build_sandbox, load_runtime
+from service.settings import get_settings
+
+ALL_STRATEGIES = ["base", "loop", "loop-suggest", "loop-hints", "rustfix"]
+
+
+def _round_robin(problems: list[Problem], limit: int | None) -> list[Problem]:
+    """At most ``limit`` problems, taken across families in turn so every family is represented."""
+    if limit is None or limit >= len(problems):
+        return problems
+    by_family: dict[str, list[Problem]] = {}
+    for problem in problems:
+        by_family.setdefault(problem.family or "-", []).append(problem)
+    chosen: list[Problem] = []
+    queues = [list(v) for _, v in sorted(by_family.items())]
+    while len(chosen) < limit and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < limit:
+                chosen.append(queue.pop(0))
+    return sorted(chosen, key=lambda p: p.id)
+
+
+def select_problems(
+    split: str, families: list[str] | None, limit: int | None, koans_dir: Path | None, ids: list[str] | None
+) -> list[Problem]:
+    try:
+        koans = load_koans(koans_dir, families)
+    except KoanFormatError as exc:
+        raise CliError(str(exc)) from exc
+    if families:
+        unknown = sorted(set(families) - {k.family for k in load_koans(koans_dir)})
+        if unknown:
+            raise CliError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'}: {', '.join(unknown)}")
+    koans = [k for k in koans if k.split == split]
+    if ids:
+        koans = [k for k in koans if k.id in set(ids)]
+    if not koans:
+        raise CliError(f"no {split} koans match")
+    return _round_robin([Problem.from_koan(k) for k in koans], limit)
+
+
+def record_from_dict(data: dict[str, Any]) -> ProblemRecord:
+    attempts = [AttemptRecord(**a) for a in data.get("attempts", [])]
+    return ProblemRecord(**{**data, "attempts": attempts})
+
+
+def _write(path: Path | None, report: dict[str, Any]) -> None:
+    if path is None:
+        return
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, path)
+
+
+def _strategy_report(
+    strategy: Strategy, records: list[ProblemRecord], wall: float, done: bool
+) -> dict[str, Any]:
+    return {
+        "strategy": asdict(strategy),
+        "complete": done,
+        "wall_seconds": round(wall, 1),
+        "stats": {name: s.to_dict() for name, s in by_family(records).items()},
+        "records": [asdict(r) for r in records],
+    }
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    chosen = args.strategy or ["loop"]
+    names = ALL_STRATEGIES if "all" in chosen else list(dict.fromkeys(chosen))
+    output_format = args.format or DEFAULT_OUTPUT_FORMAT
+    if args.limit is not None and args.limit < 1:
+        raise CliError("--limit must be >= 1")
+    if args.chunk < 1:
+        raise CliError("--chunk must be >= 1")
+    problems = select_problems(args.split, args.family, args.limit, args.koans_dir, args.id)
+    out = Path(args.out) if args.out else None
+    report: dict[str, Any] = {}
+    if out is not None and args.resume and out.exists():
+        report = json.loads(out.read_text())
+    report.setdefault("strategies", {})
+    sandbox = build_sandbox(settings)
+    needs_model = any(STRATEGIES[n].max_attempts > 0 for n in names)
+    runtime = load_runtime(settings) if needs_model else None
+    report.update(
+        {
+            "model": runtime.model_id if runtime is not None else None,
+            "split": args.split,
+            "koans": [p.id for p in problems],
+            "output_format": output_format,
+            "max_new_tokens": args.max_new_tokens or settings.agent.max_new_tokens,
+            "prompt_lookup": args.prompt_lookup,
+            "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
+    loop = build_loop(
+        settings, runtime, sandbox, max_new_tokens=args.max_new_tokens, prompt_lookup=args.prompt_lookup
+    )
+    for name in names:
+        strategy = replace(STRATEGIES[name], output_format=output_format)
+        if args.max_attempts is not None and strategy.max_attempts > 0:
+            strategy = replace(strategy, max_attempts=args.max_attempts)
+        previous = report["strategies"].get(name, {})
+        records = [record_from_dict(r) for r in previous.get("records", [])] if args.resume else []
+        done_ids = {r.problem_id for r in records}
+        todo = [p for p in problems if p.id not in done_ids]
+        wall = float(previous.get("wall_seconds", 0.0)) if args.resume else 0.0
+        for start in range(0, len(todo), args.chunk):
+            chunk = todo[start : start + args.chunk]
+            t0 = time.monotonic()
+            records += loop.run(chunk, strategy)
+            wall += time.monotonic() - t0
+            complete = start + args.chunk >= len(todo)
+            report["strategies"][name] = _strategy_report(strategy, records, wall, complete)
+            report["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
+            _write(out, report)
+            print(f"[{name}] {len(records)}/{len(problems)} koans done, {wall:.0f} s", flush=True)
+        if not todo:
+            report["strategies"][name] = _strategy_report(strategy, records, wall, True)
+        stats = by_family(records)
+        print(
+            format_family_table(stats, f"\n== {name} ({len(records)} koans, {wall:.0f} s wall) =="),
+            flush=True,
+        )
+    base = report["strategies"].get("base")
+    if base is not None:
+        base_records = [record_from_dict(r) for r in base["records"]]
+        for name, entry in report["strategies"].items():
+            if name != "base":
+                current = [record_from_dict(r) for r in entry["records"]]
+                entry["regressions_vs_base"] = regressions(base_records, current)
+    _write(out, report)
+    print("\npass rate by strategy:")
+    for name, entry in report["strategies"].items():
+        all_row = entry["stats"]["ALL"]
+        extra = (
+            f", regressions vs base: {entry['regressions_vs_base']}"
+            if entry.get("regressions_vs_base")
+            else ""
+        )
+        print(f"  {name:<13} {all_row['fixed']}/{all_row['problems']} = {all_row['pass_rate']:.1%}{extra}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate fixing strategies on the frozen koans",
+        description="Run strategies on the eval koans; print per-family pass rate, repeat-error rate, median "
+        "steps and wall time; write everything (every attempt) as JSON with --out.",
+    )
+    parser.add_argument(
+        "--strategy",
+        action="append",
+        choices=[*ALL_STRATEGIES, "all"],
+        default=None,
+        help="repeatable; 'all' = " + ", ".join(ALL_STRATEGIES) + " (default: loop)",
+    )
+    parser.add_argument("--split", choices=["eval", "train"], default="eval")
+    parser.add_argument("--family", action="append", help="only this family (repeatable)")
+    parser.add_argument("--id", action="append", help="only this koan id (repeatable)")
+    parser.add_argument("--limit", type=int, help="at most N koans, taken across families in turn")
+    parser.add_argument("--out", metavar="FILE.json", help="write results (updated after every chunk)")
+    parser.add_argument("--resume", action="store_true", help="keep koans already done in --out")
+    parser.add_argument(
+        "--format", choices=["program", "edits"], help="answer format (default: measured best)"
+    )
+    parser.add_argument("--max-attempts", type=int, help="override the strategies' model attempts")
+    parser.add_argument("--max-new-tokens", type=int, help="default: settings.agent.max_new_tokens")
+    parser.add_argument("--prompt-lookup", action="store_true", help="prompt-lookup decoding (batch 1)")
+    parser.add_argument("--chunk", type=int, default=16, help="koans per loop run (results saved after each)")
+    parser.add_argument("--koans-dir", type=Path, default=None)
+    parser.set_defaults(handler=run_eval)

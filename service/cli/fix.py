@@ -1,0 +1,244 @@
+"""``dreamfix fix FILE.rs``: fix one program in-process (model + sandbox loop), or through a server.
+
+Also the composition helpers ``build_sandbox``/``build_loop`` that ``dreamfix eval`` shares: settings →
+sandbox, runtime, router and the loop, wired in one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.diagnostics import Diagnostic, parse_client_output
+from agent.koans import EDITIONS, MODES
+from agent.loop import DEFAULT_OUTPUT_FORMAT, FixLoop, Problem, Strategy, unified_diff
+from agent.sandbox import Sandbox, SandboxConfig, SandboxUnavailable
+from router import RouteTable, TaskRouter, make_route_fn
+from service.cli import CliError
+from service.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from agent.episodes import ProblemRecord
+    from learner.runtime import ModelRuntime
+
+
+def build_sandbox(settings: Settings) -> Sandbox:
+    config = SandboxConfig(**settings.sandbox.model_dump(), cache_dir=settings.sandbox_cache_dir)
+    try:
+        return Sandbox(config)
+    except SandboxUnavailable as exc:
+        raise CliError(str(exc)) from exc
+
+
+def load_runtime(settings: Settings) -> ModelRuntime:
+    """The model from settings (``DREAMFIX_MODEL``: a provisioned name, a folder, a hub id or a .gguf)."""
+    from learner.provision import ProvisionError
+    from learner.runtime import ModelRuntime
+
+    try:
+        return ModelRuntime.load(
+            settings.model,
+            dtype=settings.model_dtype,
+            device=settings.device,
+            threads=settings.threads,
+            cache_dir=str(settings.model_cache_dir),
+        )
+    except (ProvisionError, ValueError, OSError) as exc:
+        raise CliError(f"cannot load model {settings.model!r}: {exc}") from exc
+
+
+def build_loop(
+    settings: Settings,
+    runtime: ModelRuntime | None,
+    sandbox: Sandbox,
+    *,
+    max_new_tokens: int | None = None,
+    prompt_lookup: bool = False,
+) -> FixLoop:
+    """The fix loop wired from settings: greedy + sampled generation, the router with an empty route table
+    (no published coefficients in this process: every task resolves to the base model)."""
+    from agent.suggestions import fix_with_suggestions
+
+    route = make_route_fn(TaskRouter(threshold=settings.router.confidence_threshold), RouteTable())
+
+    def suggest(source: str, mode: str, edition: str) -> str:
+        """Machine-applicable edits first; if that is not enough, the maybe-incorrect ones too (the loop
+        verifies every candidate, so a wrong suggestion costs one check, never a wrong answer)."""
+        safe = fix_with_suggestions(sandbox, source, mode, edition, rounds=3)
+        if safe.result.ok:
+            return safe.source
+        bold = fix_with_suggestions(sandbox, source, mode, edition, rounds=3, include_maybe_incorrect=True)
+        if bold.result.ok or len(bold.result.errors) < len(safe.result.errors):
+            return bold.source
+        return safe.source
+
+    if runtime is None:
+
+        def no_model(prompts: list[list[dict[str, str]]], row_tasks: list[int] | None) -> list[Any]:
+            raise RuntimeError("this strategy needs no model, yet the loop asked for one")
+
+        return FixLoop(sandbox, no_model, route, None, suggest=suggest)
+
+    from learner.runtime import GenerationParams
+
+    params = GenerationParams(
+        max_new_tokens=max_new_tokens or settings.agent.max_new_tokens, prompt_lookup=prompt_lookup
+    )
+
+    def generate(prompts: list[list[dict[str, str]]], row_tasks: list[int] | None) -> list[Any]:
+        return runtime.generate(prompts, params, row_tasks)
+
+    def sample(prompts: list[list[dict[str, str]]], row_tasks: list[int] | None, seed: int) -> list[Any]:
+        sampled = replace(params, temperature=0.7, top_p=0.95, seed=seed, prompt_lookup=False)
+        return runtime.generate(prompts, sampled, row_tasks)
+
+    return FixLoop(sandbox, generate, route, runtime.model_id, sample=sample, suggest=suggest)
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{what} {path} is not UTF-8 text") from exc
+
+
+def record_to_result(record: ProblemRecord) -> dict[str, Any]:
+    """The JSON shape shared with ``POST /v1/fix``."""
+    model_attempts = [a for a in record.attempts if a.model_id is not None]
+    last = model_attempts[-1] if model_attempts else None
+    route = None if last is None else {"task": last.route_task, "version": last.route_version}
+    return {
+        "fixed": record.fixed,
+        "verified": record.verified,
+        "status": record.final_status,
+        "code": record.final_code,
+        "diff": unified_diff(record.source, record.final_code),
+        "error_codes": record.error_codes,
+        "remaining_error_codes": record.attempts[-1].error_codes_after
+        if record.attempts
+        else record.error_codes,
+        "steps_to_green": record.steps_to_green,
+        "route": route,
+        "attempts": [
+            {
+                "attempt": a.attempt,
+                "strategy": a.strategy,
+                "verdict": a.verdict,
+                "fixed": a.fixed,
+                "error_codes_before": a.error_codes_before,
+                "error_codes_after": a.error_codes_after,
+                "route_task": a.route_task,
+                "route_version": a.route_version,
+                "note": a.note,
+                "generate_seconds": round(a.generate_seconds, 3),
+                "check_seconds": round(a.check_seconds, 3),
+                "completion_tokens": a.completion_tokens,
+            }
+            for a in record.attempts
+        ],
+        "wall_seconds": round(record.wall_seconds, 3),
+    }
+
+
+def _fix_via_server(url: str, code: str, mode: str, edition: str, diagnostics: str | None) -> dict[str, Any]:
+    import httpx
+
+    payload: dict[str, Any] = {"code": code, "mode": mode, "edition": edition}
+    if diagnostics is not None:
+        payload["diagnostics"] = diagnostics
+    endpoint = url.rstrip("/") + "/v1/fix"
+    try:
+        response = httpx.post(endpoint, json=payload, timeout=get_settings().limits.request_timeout_s + 30)
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach {endpoint}: {exc}") from exc
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"detail": response.text[:500]}
+    if response.status_code >= 400:
+        detail = body.get("detail") or body.get("message") or body if isinstance(body, dict) else body
+        raise CliError(f"server answered {response.status_code}: {detail}")
+    if not isinstance(body, dict) or "fixed" not in body or "code" not in body:
+        raise CliError(f"unexpected answer from {endpoint}: {str(body)[:300]}")
+    return body
+
+
+def fix_in_process(
+    code: str, mode: str, edition: str, diagnostics: list[Diagnostic] | None, max_attempts: int | None
+) -> dict[str, Any]:
+    settings = get_settings()
+    sandbox = build_sandbox(settings)
+    runtime = load_runtime(settings)
+    loop = build_loop(settings, runtime, sandbox)
+    strategy = Strategy(
+        "fix",
+        max_attempts=settings.agent.max_attempts if max_attempts is None else max_attempts,
+        suggestions_first=settings.agent.suggestions_first,
+        hints=settings.agent.hints,
+        output_format=DEFAULT_OUTPUT_FORMAT,
+    )
+    problem = Problem(
+        "cli", code, mode, edition, None, None, tuple(diagnostics) if diagnostics is not None else None
+    )
+    return record_to_result(loop.run([problem], strategy)[0])
+
+
+def _print_human(result: dict[str, Any]) -> None:
+    if result.get("diff"):
+        print(result["diff"], end="" if result["diff"].endswith("\n") else "\n")
+    attempts = result.get("attempts", [])
+    route = result.get("route") or {}
+    status = result.get("status", "fixed" if result.get("fixed") else "unfixed")
+    line = f"{status}: {len(attempts)} attempt(s)"
+    if route.get("task"):
+        line += f", route {route['task']}" + (
+            f"@v{route['version']}" if route.get("version") is not None else ""
+        )
+    if not result.get("verified", True):
+        line += " (unverified: the sandbox lacks crates this code uses)"
+    print(line, file=sys.stderr)
+
+
+def run_fix(args: argparse.Namespace) -> int:
+    code = _read_text(args.file, "source file")
+    if not code.strip():
+        raise CliError(f"{args.file} is empty")
+    diagnostics_text = _read_text(args.diagnostics, "diagnostics file") if args.diagnostics else None
+    if args.max_attempts is not None and args.max_attempts < 0:
+        raise CliError("--max-attempts must be >= 0")
+    if args.server:
+        result = _fix_via_server(args.server, code, args.mode, args.edition, diagnostics_text)
+    else:
+        diagnostics = parse_client_output(diagnostics_text) if diagnostics_text is not None else None
+        if diagnostics_text is not None and not diagnostics:
+            raise CliError(f"no rustc diagnostics found in {args.diagnostics}")
+        result = fix_in_process(code, args.mode, args.edition, diagnostics, args.max_attempts)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_human(result)
+    return 0 if result.get("fixed") else 1
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "fix",
+        help="fix a Rust file's compile errors",
+        description="Fix FILE.rs with the model + rustc loop (in-process, or via --server). Exit 0 when fixed.",
+    )
+    parser.add_argument("file", metavar="FILE.rs")
+    parser.add_argument("--diagnostics", metavar="FILE", help="your compiler's output (rendered or JSON)")
+    parser.add_argument("--mode", choices=MODES, default="bin", help="how the program is checked")
+    parser.add_argument("--edition", choices=EDITIONS, default="2021")
+    parser.add_argument("--max-attempts", type=int, default=None, help="model attempts (default: settings)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--server", metavar="URL", help="ask a running dreamfix server instead")
+    parser.set_defaults(handler=run_fix)

@@ -1,0 +1,154 @@
+"""``dreamfix koans list|show|validate|baseline``: the koan library. The logic lives in agent.validation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from agent.koans import SPLITS, Koan, KoanFormatError, load_koans
+from agent.validation import family_rows, rustfix_baseline, validate_koans
+from service.cli import CliError
+from service.cli.check import build_sandbox
+from service.settings import get_settings
+
+
+def _load(family: str | None = None, split: str | None = None) -> list[Koan]:
+    try:
+        koans = load_koans(families=[family] if family else None)
+    except KoanFormatError as exc:
+        raise CliError(f"the koan library is malformed: {exc}") from exc
+    if family and not koans:
+        known = sorted({k.family for k in load_koans()})
+        raise CliError(f"no koans in family {family!r}; families: {', '.join(known) or 'none'}")
+    return [k for k in koans if split is None or k.split == split]
+
+
+def _summary(koan: Koan) -> dict[str, object]:
+    return {
+        "id": koan.id,
+        "family": koan.family,
+        "split": koan.split,
+        "codes": list(koan.codes),
+        "mode": koan.mode,
+        "edition": koan.edition,
+        "title": koan.title,
+    }
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [list(map(str, header))] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    koans = _load(args.family, args.split)
+    if args.json:
+        print(json.dumps([_summary(k) for k in koans]))
+        return 0
+    rows = [(k.id, k.split, k.mode, ",".join(k.codes), k.title) for k in koans]
+    print(_table(("id", "split", "mode", "codes", "title"), rows))
+    print(f"{len(koans)} koans")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    matches = [k for k in _load() if k.id == args.id]
+    if not matches:
+        raise CliError(f"no koan with id {args.id!r} (see `dreamfix koans list`)")
+    koan = matches[0]
+    if args.json:
+        print(
+            json.dumps(
+                {**_summary(koan), **{f: getattr(koan, f) for f in ("broken", "fixed", "tests", "notes")}}
+            )
+        )
+        return 0
+    print(f"{koan.id}: {koan.title}")
+    print(f"family {koan.family}, split {koan.split}, mode {koan.mode}, edition {koan.edition}")
+    print(f"codes: {', '.join(koan.codes)}")
+    for name in ("broken", "fixed", "tests"):
+        print(f"\n--- {name} ---\n{getattr(koan, name).strip()}")
+    if koan.notes:
+        print(f"\nnotes: {koan.notes}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    koans = _load(args.family)
+    if not koans:
+        raise CliError("no koans to validate")
+    report = validate_koans(build_sandbox(get_settings()), koans, stub_check=not args.no_stub_check)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+        return 0 if report.ok else 1
+    rows = [(r.family, r.train, r.eval, r.ok, r.failed) for r in family_rows(report.checks)]
+    total = (
+        "total",
+        *(sum(getattr(r, f) for r in family_rows(report.checks)) for f in ("train", "eval", "ok", "failed")),
+    )
+    print(_table(("family", "train", "eval", "ok", "failed"), [*rows, total]))
+    for check in report.failures:
+        print(f"\nFAIL {check.koan_id} [{check.split}]")
+        for problem in check.problems:
+            print("  " + problem.replace("\n", "\n    "))
+    return 0 if report.ok else 1
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    koans = _load(args.family, "eval")
+    if not koans:
+        raise CliError("no eval koans")
+    rows = rustfix_baseline(build_sandbox(get_settings()), koans)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows]))
+        return 0
+    table = [
+        (
+            r.family,
+            r.koans,
+            f"{r.fixed_machine_applicable} ({r.rate_machine_applicable:.0%})",
+            f"{r.fixed_with_maybe_incorrect} ({r.rate_with_maybe_incorrect:.0%})",
+        )
+        for r in rows
+    ]
+    print("rustfix baseline on the eval split (fixed = compiles and passes the koan's tests)")
+    print(_table(("family", "koans", "MachineApplicable", "+MaybeIncorrect"), table))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("koans", help="the koan library: list, show, validate, baseline")
+    sub = parser.add_subparsers(dest="koans_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("list", help="list koans")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--split", choices=SPLITS)
+    p.add_argument("--family")
+    p.set_defaults(handler=cmd_list)
+
+    p = sub.add_parser("show", help="show one koan")
+    p.add_argument("id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_show)
+
+    p = sub.add_parser(
+        "validate",
+        help="prove every koan through the sandbox",
+        description="Every broken program fails with exactly its declared codes, every fix compiles and "
+        "passes its tests, and the tests fail once the fix's function bodies are stubbed out. Exit 1 if any "
+        "koan fails.",
+    )
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--family")
+    p.add_argument("--no-stub-check", action="store_true", help="skip the stubbed-variant check")
+    p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser("baseline", help="rustfix baseline: eval koans fixed by rustc's own suggestions")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--family")
+    p.set_defaults(handler=cmd_baseline)

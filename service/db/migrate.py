@@ -1,0 +1,49 @@
+"""Alembic, configured in code (no alembic.ini): the script location is the repository's ``migrations/``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    command.downgrade(alembic_config(url), revision)
+
+
+def current(url: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    from service.db.session import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+if __name__ == "__main__":  # developer helper: python -m service.db.migrate revision -m "msg"
+    from service.settings import get_settings
+
+    if len(sys.argv) >= 4 and sys.argv[1] == "revision" and sys.argv[2] == "-m":
+        command.revision(alembic_config(get_settings().db_url), message=sys.argv[3], autogenerate=True)
+    else:
+        print("usage: python -m service.db.migrate revision -m MESSAGE", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,394 @@
+"""Repositories: the only place that writes SQL for the service. Functions take a Session so callers choose
+the unit of work."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session, selectinload
+
+from agent.episodes import ProblemRecord
+from service.db.models import AdapterVersion, Attempt, Basis, Lease, MetricPoint, Problem, RouteState, Run
+
+
+def process_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(ts: datetime) -> datetime:
+    """SQLite returns naive datetimes; everything we store is UTC."""
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+# ---------------------------------------------------------------- runs
+class RunRepository:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def create(self, kind: str, trigger: str, status: str = "queued") -> Run:
+        run = Run(kind=kind, trigger=trigger, status=status, log="", summary={})
+        self.s.add(run)
+        self.s.flush()
+        return run
+
+    def get(self, run_id: int) -> Run | None:
+        return self.s.get(Run, run_id)
+
+    def start(self, run_id: int) -> None:
+        now = _now()
+        self.s.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(status="running", started_at=now, heartbeat_at=now, owner=process_identity())
+        )
+
+    def append_log(self, run_id: int, line: str) -> None:
+        run = self.s.get(Run, run_id)
+        if run is not None:
+            run.log = (run.log or "") + f"{_now().isoformat(timespec='seconds')} {line}\n"
+            run.heartbeat_at = _now()
+
+    def finish(self, run_id: int, status: str, summary: dict[str, Any], error: str | None = None) -> None:
+        self.s.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(status=status, finished_at=_now(), summary=summary, error=error)
+        )
+
+    def recent(self, kind: str | None = None, limit: int = 50, offset: int = 0) -> Sequence[Run]:
+        q = select(Run).order_by(Run.id.desc()).limit(limit).offset(offset)
+        if kind:
+            q = q.where(Run.kind == kind)
+        return self.s.scalars(q).all()
+
+    def running(self, kind: str | None = None) -> Sequence[Run]:
+        q = select(Run).where(Run.status.in_(("queued", "running")))
+        if kind:
+            q = q.where(Run.kind == kind)
+        return self.s.scalars(q).all()
+
+    def fail_abandoned(self, stale_after: timedelta) -> list[int]:
+        """Mark runs left queued/running by a process that is gone as failed; returns their ids.
+
+        On this host a run is abandoned when its owning process no longer exists (a crash or a kill -9); a run
+        owned by another host (a replica) is abandoned when its heartbeat is older than ``stale_after``.
+        """
+        failed: list[int] = []
+        host = socket.gethostname()
+        for run in self.running():
+            owner_host, _, owner_pid = (run.owner or "").rpartition(":")
+            if owner_host == host and owner_pid.isdigit():
+                abandoned = not _process_alive(int(owner_pid))
+            else:
+                beat = _aware(run.heartbeat_at or run.started_at or run.created_at)
+                abandoned = _now() - beat > stale_after
+            if abandoned:
+                run.status = "failed"
+                run.finished_at = _now()
+                run.error = (run.error or "") + "abandoned: the process running it stopped (crash or restart)"
+                failed.append(run.id)
+        return failed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---------------------------------------------------------------- episodes
+class EpisodeRepository:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def save(
+        self,
+        record: ProblemRecord,
+        *,
+        origin: str,
+        problem_ref: str,
+        mode: str,
+        edition: str,
+        run_id: int | None = None,
+    ) -> Problem:
+        routed = next((a for a in record.attempts if a.route_task is not None), None)
+        route_task = routed.route_task if routed else None
+        route_version = routed.route_version if routed else None
+        problem = Problem(
+            run_id=run_id,
+            origin=origin,
+            problem_ref=problem_ref,
+            content_hash=record.content_hash,
+            family=record.family,
+            mode=mode,
+            edition=edition,
+            source=record.source,
+            final_code=record.final_code,
+            fixed=record.fixed,
+            verified=record.verified,
+            steps_to_green=record.steps_to_green,
+            final_status=record.final_status,
+            strategy=record.strategy,
+            error_codes=list(record.error_codes),
+            route_task=route_task,
+            route_version=route_version,
+            wall_seconds=record.wall_seconds,
+        )
+        for a in record.attempts:
+            fields = asdict(a)
+            for drop in ("problem_id", "content_hash"):
+                fields.pop(drop)
+            problem.attempts.append(Attempt(**fields))
+        self.s.add(problem)
+        self.s.flush()
+        return problem
+
+    def get(self, problem_id: int) -> Problem | None:
+        return self.s.scalars(
+            select(Problem).where(Problem.id == problem_id).options(selectinload(Problem.attempts))
+        ).first()
+
+    def search(
+        self,
+        *,
+        origin: str | None = None,
+        family: str | None = None,
+        fixed: bool | None = None,
+        run_id: int | None = None,
+        task: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[int, Sequence[Problem]]:
+        q = select(Problem)
+        if origin:
+            q = q.where(Problem.origin == origin)
+        if family:
+            q = q.where(Problem.family == family)
+        if fixed is not None:
+            q = q.where(Problem.fixed == fixed)
+        if run_id is not None:
+            q = q.where(Problem.run_id == run_id)
+        if task:
+            q = q.where(Problem.route_task == task)
+        total = self.s.scalar(select(func.count()).select_from(q.subquery())) or 0
+        rows = self.s.scalars(q.order_by(Problem.id.desc()).limit(limit).offset(offset)).all()
+        return total, rows
+
+    def verified_fixes(self, since_id: int = 0, limit: int = 5000) -> Sequence[Problem]:
+        """Problems fixed and verified by the sandbox: the night's raw training material."""
+        return self.s.scalars(
+            select(Problem)
+            .where(Problem.fixed.is_(True), Problem.verified.is_(True), Problem.id > since_id)
+            .order_by(Problem.id)
+            .limit(limit)
+        ).all()
+
+    def recent_client_failures(self, limit: int = 50) -> Sequence[Problem]:
+        return self.s.scalars(
+            select(Problem)
+            .where(Problem.origin == "client", Problem.fixed.is_(False), Problem.verified.is_(True))
+            .order_by(Problem.id.desc())
+            .limit(limit)
+        ).all()
+
+
+# ---------------------------------------------------------------- adapters
+class AdapterRepository:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def next_version(self, task: str) -> int:
+        current = self.s.scalar(select(func.max(AdapterVersion.version)).where(AdapterVersion.task == task))
+        return (current or 0) + 1
+
+    def add(self, **fields: Any) -> AdapterVersion:
+        row = AdapterVersion(**fields)
+        self.s.add(row)
+        self.s.flush()
+        return row
+
+    def get(self, task: str, version: int) -> AdapterVersion | None:
+        return self.s.scalars(
+            select(AdapterVersion).where(AdapterVersion.task == task, AdapterVersion.version == version)
+        ).first()
+
+    def active(self) -> Sequence[AdapterVersion]:
+        return self.s.scalars(
+            select(AdapterVersion).where(AdapterVersion.status == "active").order_by(AdapterVersion.task)
+        ).all()
+
+    def active_for(self, task: str) -> AdapterVersion | None:
+        return self.s.scalars(
+            select(AdapterVersion).where(AdapterVersion.task == task, AdapterVersion.status == "active")
+        ).first()
+
+    def versions(self, task: str | None = None) -> Sequence[AdapterVersion]:
+        q = select(AdapterVersion).order_by(AdapterVersion.task, AdapterVersion.version.desc())
+        if task:
+            q = q.where(AdapterVersion.task == task)
+        return self.s.scalars(q).all()
+
+    def promote(self, row: AdapterVersion) -> None:
+        """Make ``row`` the task's only active version and bump the route epoch, in the caller's transaction."""
+        self.s.execute(
+            update(AdapterVersion)
+            .where(AdapterVersion.task == row.task, AdapterVersion.status == "active")
+            .values(status="retired")
+        )
+        row.status = "active"
+        row.promoted_at = _now()
+        RouteStateRepository(self.s).bump()
+
+    def rollback(self, task: str, to_version: int | None = None) -> AdapterVersion | None:
+        """Reactivate ``to_version`` (default: the previously promoted one); with none left, the task goes
+        back to the base model. Returns the now-active version or None."""
+        current = self.active_for(task)
+        if to_version is None:
+            candidates = [
+                v
+                for v in self.versions(task)
+                if v.promoted_at is not None
+                and v.status == "retired"
+                and (current is None or v.id != current.id)
+            ]
+            candidates.sort(key=lambda v: _aware(v.promoted_at or _now()), reverse=True)
+            target = candidates[0] if candidates else None
+        else:
+            target = self.get(task, to_version)
+            if target is None:
+                raise LookupError(f"task {task!r} has no version {to_version}")
+            if target.status == "rejected":
+                raise ValueError(f"{task}@v{to_version} was rejected by the gate; it cannot be activated")
+        if current is not None:
+            current.status = "retired"
+        if target is not None:
+            target.status = "active"
+            target.promoted_at = _now()
+        RouteStateRepository(self.s).bump()
+        return target
+
+
+class BasisRepository:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def add(self, basis_id: str, path: str, base_model_id: str, meta: dict[str, Any]) -> Basis:
+        row = Basis(id=basis_id, path=path, base_model_id=base_model_id, meta=meta)
+        self.s.add(row)
+        self.s.flush()
+        return row
+
+    def get(self, basis_id: str) -> Basis | None:
+        return self.s.get(Basis, basis_id)
+
+
+class RouteStateRepository:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def get(self) -> RouteState:
+        row = self.s.get(RouteState, 1)
+        if row is None:
+            row = RouteState(id=1, epoch=0)
+            self.s.add(row)
+            self.s.flush()
+        return row
+
+    def bump(self, basis_id: str | None = None) -> int:
+        row = self.get()
+        row.epoch += 1
+        if basis_id is not None:
+            row.basis_id = basis_id
+        row.updated_at = _now()
+        return row.epoch
+
+
+class MetricRepository:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def record(
+        self, name: str, value: float, labels: dict[str, Any] | None = None, run_id: int | None = None
+    ):
+        self.s.add(MetricPoint(name=name, value=float(value), labels=labels or {}, run_id=run_id))
+
+    def history(self, name: str | None = None, limit: int = 200) -> Sequence[MetricPoint]:
+        q = select(MetricPoint).order_by(MetricPoint.id.desc()).limit(limit)
+        if name:
+            q = q.where(MetricPoint.name == name)
+        return self.s.scalars(q).all()
+
+
+# ---------------------------------------------------------------- the night lock
+class NightLock:
+    """One night at a time, across threads, processes and replicas.
+
+    PostgreSQL: a session-level advisory lock on a dedicated connection — released by the server if the holder
+    dies. SQLite (single host): a lease row with an expiry, renewed by the holder's heartbeat.
+    """
+
+    KEY = 0x6472_6D66  # "drmf"
+
+    def __init__(self, database: Any, name: str = "night", ttl: timedelta = timedelta(minutes=30)) -> None:
+        self.db = database
+        self.name = name
+        self.ttl = ttl
+        self._conn: Any = None
+
+    def acquire(self) -> bool:
+        if self.db.dialect == "postgresql":
+            conn = self.db.engine.connect()
+            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.KEY}).scalar())
+            if got:
+                conn.commit()
+                self._conn = conn
+            else:
+                conn.close()
+            return got
+        me = process_identity()
+        with self.db.session() as s:
+            lease = s.get(Lease, self.name, with_for_update=True)
+            now = _now()
+            if lease is not None and lease.holder != me and _aware(lease.expires_at) > now:
+                return False
+            if lease is None:
+                s.add(Lease(name=self.name, holder=me, expires_at=now + self.ttl))
+            else:
+                lease.holder, lease.expires_at = me, now + self.ttl
+        return True
+
+    def renew(self) -> None:
+        if self.db.dialect != "postgresql":
+            with self.db.session() as s:
+                lease = s.get(Lease, self.name)
+                if lease is not None and lease.holder == process_identity():
+                    lease.expires_at = _now() + self.ttl
+
+    def release(self) -> None:
+        if self.db.dialect == "postgresql":
+            if self._conn is not None:
+                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.KEY})
+                self._conn.commit()
+                self._conn.close()
+                self._conn = None
+            return
+        with self.db.session() as s:
+            lease = s.get(Lease, self.name)
+            if lease is not None and lease.holder == process_identity():
+                s.delete(lease)
