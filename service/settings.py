@@ -69,6 +69,23 @@ class ShareSettings(BaseModel):
     seed: int = 0
 
 
+class DaySettings(BaseModel):
+    koans_per_day: int = 24
+    client_retries: int = 20
+
+
+class NightSettings(BaseModel):
+    min_examples_per_task: int = 4
+    max_examples_per_task: int = 64
+    generated_examples: int = 200  # drawn from agent.generators, verified, routed like everything else
+    gate_max_attempts: int = 1  # 1 = one-shot gate: exact with the routed-subset shortcut (docs/service.md)
+    seed_steps: int = 60
+    max_length: int = 1024
+    heartbeat_s: float = 30.0
+    eval_limit: int | None = None  # evaluate only the first N eval koans (tests, smoke runs)
+    tasks: list[str] | None = None  # train only these tasks tonight (default: every task with enough data)
+
+
 class RouterSettings(BaseModel):
     confidence_threshold: float = 0.5
 
@@ -96,6 +113,8 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     share: ShareSettings = Field(default_factory=ShareSettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
+    day: DaySettings = Field(default_factory=DaySettings)
+    night: NightSettings = Field(default_factory=NightSettings)
 
     @property
     def db_url(self) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -34,14 +35,9 @@ def _postgres_available() -> str | None:
         return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
-    """A migrated, empty database URL of each dialect."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/dreamfix.db"
-        migrate.upgrade(url)
-        yield url
-        return
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A throwaway, migrated database on the test PostgreSQL server, dropped afterwards."""
     problem = _postgres_available()
     if problem:
         if os.environ.get("CI"):
@@ -59,3 +55,21 @@ def db_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
+    """A migrated, empty database URL of each dialect."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/dreamfix.db"
+        migrate.upgrade(url)
+        yield url
+        return
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    with fresh_postgres_database() as url:
+        yield url

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api import schemas
 from service.db.repositories import AdapterRepository, EpisodeRepository, MetricRepository, RunRepository
+from service.jobs import RunConflict
 from service.workqueue import QueueFull
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ class BodyLimitMiddleware:
 
 
 def get_services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services
 
 
 ServicesDep = Annotated["Services", Depends(get_services)]
@@ -194,6 +195,10 @@ def create_app(services: Services) -> FastAPI:
     @app.exception_handler(QueueFull)
     async def on_queue_full(_: Request, exc: QueueFull) -> JSONResponse:
         return _error(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
+
+    @app.exception_handler(RunConflict)
+    async def on_conflict(_: Request, exc: RunConflict) -> JSONResponse:
+        return _error(409, str(exc))
 
     @app.exception_handler(ServiceUnavailable)
     async def on_unavailable(_: Request, exc: ServiceUnavailable) -> JSONResponse:

@@ -18,7 +18,7 @@ def _handle(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("db", help="database migrations (Alembic)")
     p.add_argument("action", choices=["upgrade", "downgrade", "current"])
     p.add_argument("revision", nargs="?", help="target revision (default: head / one step down)")

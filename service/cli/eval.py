@@ -91,7 +91,7 @@ def run_eval(args: argparse.Namespace) -> int:
     settings = get_settings()
     chosen = args.strategy or ["loop"]
     names = ALL_STRATEGIES if "all" in chosen else list(dict.fromkeys(chosen))
-    output_format = args.format or DEFAULT_OUTPUT_FORMAT
+    formats = list(dict.fromkeys(args.format or [DEFAULT_OUTPUT_FORMAT]))
     if args.limit is not None and args.limit < 1:
         raise CliError("--limit must be >= 1")
     if args.chunk < 1:
@@ -110,7 +110,7 @@ def run_eval(args: argparse.Namespace) -> int:
             "model": runtime.model_id if runtime is not None else None,
             "split": args.split,
             "koans": [p.id for p in problems],
-            "output_format": output_format,
+            "output_formats": formats,
             "max_new_tokens": args.max_new_tokens or settings.agent.max_new_tokens,
             "prompt_lookup": args.prompt_lookup,
             "updated": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -119,8 +119,12 @@ def run_eval(args: argparse.Namespace) -> int:
     loop = build_loop(
         settings, runtime, sandbox, max_new_tokens=args.max_new_tokens, prompt_lookup=args.prompt_lookup
     )
-    for name in names:
-        strategy = replace(STRATEGIES[name], output_format=output_format)
+    runs = [(name, fmt) for fmt in formats for name in names]
+    for base_name, fmt in runs:
+        if STRATEGIES[base_name].max_attempts == 0 and fmt != formats[0]:
+            continue  # no model involved: the answer format changes nothing
+        name = base_name if len(formats) == 1 else f"{base_name}@{fmt}"
+        strategy = replace(STRATEGIES[base_name], name=name, output_format=fmt)
         if args.max_attempts is not None and strategy.max_attempts > 0:
             strategy = replace(strategy, max_attempts=args.max_attempts)
         previous = report["strategies"].get(name, {})
@@ -145,11 +149,11 @@ def run_eval(args: argparse.Namespace) -> int:
             format_family_table(stats, f"\n== {name} ({len(records)} koans, {wall:.0f} s wall) =="),
             flush=True,
         )
-    base = report["strategies"].get("base")
+    base = report["strategies"].get("base") or report["strategies"].get(f"base@{formats[0]}")
     if base is not None:
         base_records = [record_from_dict(r) for r in base["records"]]
         for name, entry in report["strategies"].items():
-            if name != "base":
+            if not name.startswith("base"):
                 current = [record_from_dict(r) for r in entry["records"]]
                 entry["regressions_vs_base"] = regressions(base_records, current)
     _write(out, report)
@@ -186,7 +190,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--out", metavar="FILE.json", help="write results (updated after every chunk)")
     parser.add_argument("--resume", action="store_true", help="keep koans already done in --out")
     parser.add_argument(
-        "--format", choices=["program", "edits"], help="answer format (default: measured best)"
+        "--format",
+        action="append",
+        choices=["program", "edits"],
+        help="answer format (repeatable: each strategy runs once per format; default: the measured best)",
     )
     parser.add_argument("--max-attempts", type=int, help="override the strategies' model attempts")
     parser.add_argument("--max-new-tokens", type=int, help="default: settings.agent.max_new_tokens")

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 from agent.diagnostics import Diagnostic, parse_client_output
 from agent.koans import EDITIONS, MODES
 from agent.loop import DEFAULT_OUTPUT_FORMAT, FixLoop, Problem, Strategy, unified_diff
-from agent.sandbox import Sandbox, SandboxConfig, SandboxUnavailable
+from agent.sandbox import Sandbox
 from router import RouteTable, TaskRouter, make_route_fn
 from service.cli import CliError
+from service.compose import CompositionError, generation_params, make_sandbox
+from service.compose import load_runtime as compose_load_runtime
 from service.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -27,26 +29,18 @@ if TYPE_CHECKING:
 
 
 def build_sandbox(settings: Settings) -> Sandbox:
-    config = SandboxConfig(**settings.sandbox.model_dump(), cache_dir=settings.sandbox_cache_dir)
     try:
-        return Sandbox(config)
-    except SandboxUnavailable as exc:
+        return make_sandbox(settings)
+    except CompositionError as exc:
         raise CliError(str(exc)) from exc
 
 
 def load_runtime(settings: Settings) -> ModelRuntime:
     """The model from settings (``DREAMFIX_MODEL``: a provisioned name, a folder, a hub id or a .gguf)."""
     from learner.provision import ProvisionError
-    from learner.runtime import ModelRuntime
 
     try:
-        return ModelRuntime.load(
-            settings.model,
-            dtype=settings.model_dtype,
-            device=settings.device,
-            threads=settings.threads,
-            cache_dir=str(settings.model_cache_dir),
-        )
+        return compose_load_runtime(settings)
     except (ProvisionError, ValueError, OSError) as exc:
         raise CliError(f"cannot load model {settings.model!r}: {exc}") from exc
 
@@ -60,33 +54,20 @@ def build_loop(
     prompt_lookup: bool = False,
 ) -> FixLoop:
     """The fix loop wired from settings: greedy + sampled generation, the router with an empty route table
-    (no published coefficients in this process: every task resolves to the base model)."""
-    from agent.suggestions import fix_with_suggestions
-
+    (this process has no published coefficients loaded: every task resolves to the base model)."""
     route = make_route_fn(TaskRouter(threshold=settings.router.confidence_threshold), RouteTable())
-
-    def suggest(source: str, mode: str, edition: str) -> str:
-        """Machine-applicable edits first; if that is not enough, the maybe-incorrect ones too (the loop
-        verifies every candidate, so a wrong suggestion costs one check, never a wrong answer)."""
-        safe = fix_with_suggestions(sandbox, source, mode, edition, rounds=3)
-        if safe.result.ok:
-            return safe.source
-        bold = fix_with_suggestions(sandbox, source, mode, edition, rounds=3, include_maybe_incorrect=True)
-        if bold.result.ok or len(bold.result.errors) < len(safe.result.errors):
-            return bold.source
-        return safe.source
-
+    workers = settings.sandbox.max_concurrency
     if runtime is None:
 
         def no_model(prompts: list[list[dict[str, str]]], row_tasks: list[int] | None) -> list[Any]:
             raise RuntimeError("this strategy needs no model, yet the loop asked for one")
 
-        return FixLoop(sandbox, no_model, route, None, suggest=suggest)
+        return FixLoop(sandbox, no_model, route, None, check_workers=workers)
 
-    from learner.runtime import GenerationParams
-
-    params = GenerationParams(
-        max_new_tokens=max_new_tokens or settings.agent.max_new_tokens, prompt_lookup=prompt_lookup
+    params = replace(
+        generation_params(settings),
+        max_new_tokens=max_new_tokens or settings.agent.max_new_tokens,
+        prompt_lookup=prompt_lookup,
     )
 
     def generate(prompts: list[list[dict[str, str]]], row_tasks: list[int] | None) -> list[Any]:
@@ -96,7 +77,7 @@ def build_loop(
         sampled = replace(params, temperature=0.7, top_p=0.95, seed=seed, prompt_lookup=False)
         return runtime.generate(prompts, sampled, row_tasks)
 
-    return FixLoop(sandbox, generate, route, runtime.model_id, sample=sample, suggest=suggest)
+    return FixLoop(sandbox, generate, route, runtime.model_id, sample=sample, check_workers=workers)
 
 
 def _read_text(path: str, what: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
+from pathlib import Path
 
 from agent.koans import SPLITS, Koan, KoanFormatError, load_koans
 from agent.validation import family_rows, rustfix_baseline, validate_koans
@@ -14,15 +14,22 @@ from service.cli.check import build_sandbox
 from service.settings import get_settings
 
 
-def _load(family: str | None = None, split: str | None = None) -> list[Koan]:
+def _load(args: argparse.Namespace, family: str | None = None, split: str | None = None) -> list[Koan]:
+    directory: Path | None = args.koans_dir
+    if directory is not None and not directory.is_dir():
+        raise CliError(f"no koan folder at {directory}")
     try:
-        koans = load_koans(families=[family] if family else None)
+        koans = load_koans(directory)
     except KoanFormatError as exc:
         raise CliError(f"the koan library is malformed: {exc}") from exc
-    if family and not koans:
-        known = sorted({k.family for k in load_koans()})
+    except OSError as exc:
+        raise CliError(f"cannot read the koan library: {exc}") from exc
+    if family and not any(k.family == family for k in koans):
+        known = sorted({k.family for k in koans})
         raise CliError(f"no koans in family {family!r}; families: {', '.join(known) or 'none'}")
-    return [k for k in koans if split is None or k.split == split]
+    return [
+        k for k in koans if (family is None or k.family == family) and (split is None or k.split == split)
+    ]
 
 
 def _summary(koan: Koan) -> dict[str, object]:
@@ -46,7 +53,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    koans = _load(args.family, args.split)
+    koans = _load(args, args.family, args.split)
     if args.json:
         print(json.dumps([_summary(k) for k in koans]))
         return 0
@@ -57,7 +64,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    matches = [k for k in _load() if k.id == args.id]
+    matches = [k for k in _load(args) if k.id == args.id]
     if not matches:
         raise CliError(f"no koan with id {args.id!r} (see `dreamfix koans list`)")
     koan = matches[0]
@@ -79,7 +86,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    koans = _load(args.family)
+    koans = _load(args, args.family)
     if not koans:
         raise CliError("no koans to validate")
     report = validate_koans(build_sandbox(get_settings()), koans, stub_check=not args.no_stub_check)
@@ -100,7 +107,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    koans = _load(args.family, "eval")
+    koans = _load(args, args.family, "eval")
     if not koans:
         raise CliError("no eval koans")
     rows = rustfix_baseline(build_sandbox(get_settings()), koans)
@@ -124,20 +131,25 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("koans", help="the koan library: list, show, validate, baseline")
     sub = parser.add_subparsers(dest="koans_command", metavar="ACTION", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--koans-dir", type=Path, default=None, help="a koan folder other than the repository's koans/"
+    )
 
-    p = sub.add_parser("list", help="list koans")
+    p = sub.add_parser("list", parents=[common], help="list koans")
     p.add_argument("--json", action="store_true")
     p.add_argument("--split", choices=SPLITS)
     p.add_argument("--family")
     p.set_defaults(handler=cmd_list)
 
-    p = sub.add_parser("show", help="show one koan")
+    p = sub.add_parser("show", parents=[common], help="show one koan")
     p.add_argument("id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_show)
 
     p = sub.add_parser(
         "validate",
+        parents=[common],
         help="prove every koan through the sandbox",
         description="Every broken program fails with exactly its declared codes, every fix compiles and "
         "passes its tests, and the tests fail once the fix's function bodies are stubbed out. Exit 1 if any "
@@ -148,7 +160,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--no-stub-check", action="store_true", help="skip the stubbed-variant check")
     p.set_defaults(handler=cmd_validate)
 
-    p = sub.add_parser("baseline", help="rustfix baseline: eval koans fixed by rustc's own suggestions")
+    p = sub.add_parser(
+        "baseline", parents=[common], help="rustfix baseline: eval koans fixed by rustc's own suggestions"
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--family")
     p.set_defaults(handler=cmd_baseline)

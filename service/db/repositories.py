@@ -297,6 +297,9 @@ class BasisRepository:
     def get(self, basis_id: str) -> Basis | None:
         return self.s.get(Basis, basis_id)
 
+    def latest(self) -> Basis | None:
+        return self.s.scalars(select(Basis).order_by(Basis.created_at.desc()).limit(1)).first()
+
 
 class RouteStateRepository:
     def __init__(self, session: Session) -> None:

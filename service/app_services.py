@@ -1,0 +1,124 @@
+"""The daemon's object graph, built once from settings: database, sandbox, serving runtime, work queue, job
+runner and scheduler. ``start``/``stop`` are the app's lifespan."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from service.api.metrics import ServiceMetrics
+from service.compose import load_runtime, make_sandbox
+from service.day import Day
+from service.db import migrate
+from service.db.repositories import AdapterRepository
+from service.db.session import Database
+from service.jobs import JobRunner
+from service.night import Night
+from service.scheduler import DreamScheduler
+from service.serving import ServingRuntime
+from service.settings import Settings
+from service.workqueue import WorkQueue
+
+if TYPE_CHECKING:
+    from learner.runtime import ModelRuntime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    serving: ServingRuntime
+    queue: WorkQueue
+    jobs: JobRunner
+    metrics: ServiceMetrics
+    scheduler: DreamScheduler | None = None
+    sync_interval_s: float = 5.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        runtime_factory: Callable[[], ModelRuntime] | None = None,
+        koans_dir: Path | None = None,
+        migrate_db: bool = True,
+    ) -> Services:
+        if migrate_db:
+            migrate.upgrade(settings.db_url)  # Alembic to head; never create_all
+        db = Database(settings.db_url)
+        sandbox = make_sandbox(settings)
+        factory = runtime_factory or (lambda: load_runtime(settings))
+        serving = ServingRuntime(settings, db, sandbox, factory)
+        jobs = JobRunner(
+            settings,
+            db,
+            {
+                "day": Day(serving, koans_dir),
+                "night": Night(settings, db, sandbox, factory, live=serving, koans_dir=koans_dir),
+            },
+        )
+        services = cls(
+            settings=settings,
+            db=db,
+            serving=serving,
+            queue=WorkQueue(settings.limits.queue_size, settings.limits.workers, "fix"),
+            jobs=jobs,
+            metrics=ServiceMetrics(),
+        )
+        serving.on_swap = services._on_swap
+        if settings.scheduler.enabled:
+            services.scheduler = DreamScheduler(settings.db_url, settings.scheduler, jobs)
+        return services
+
+    def start(self) -> None:
+        self.jobs.recover()
+        self._spawn(self._load_model, "model-load")
+        self._spawn(self._sync_loop, "route-sync")
+        if self.scheduler is not None:
+            self.scheduler.start()
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _load_model(self) -> None:
+        self.serving.load()
+        self.metrics.model_ready.set(1 if self.serving.model_ready else 0)
+
+    def _sync_loop(self) -> None:
+        """Replicas sharing a database pick up promotions and rollbacks within ``sync_interval_s``."""
+        while not self._stop.wait(self.sync_interval_s):
+            try:
+                self.serving.sync()
+            except Exception:
+                log.warning("route sync failed; retrying", exc_info=True)
+
+    def _on_swap(self, versions: dict[str, int]) -> None:
+        self.metrics.route_epoch.set(self.serving.epoch)
+        for task, version in versions.items():
+            self.metrics.active_version.labels(task).set(version)
+
+    def rollback(self, task: str, version: int | None) -> int | None:
+        with self.db.session() as s:
+            row = AdapterRepository(s).rollback(task, version)
+            active = row.version if row is not None else None
+        self.serving.sync()
+        if active is None:
+            self.metrics.active_version.labels(task).set(0)
+        return active
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        self.queue.shutdown()
+        self.jobs.shutdown()
+        self.db.dispose()

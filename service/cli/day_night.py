@@ -1,0 +1,52 @@
+"""``dreamfix day`` / ``dreamfix night``: run one cycle now, in this process, and print its summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from service.cli import CliError
+from service.settings import get_settings
+
+
+def _run(args: argparse.Namespace) -> int:
+    from service.app_services import Services
+    from service.compose import CompositionError
+    from service.db.repositories import RunRepository
+
+    settings = get_settings()
+    settings = settings.model_copy(
+        update={"scheduler": settings.scheduler.model_copy(update={"enabled": False})}
+    )
+    try:
+        services = Services.build(settings)
+    except CompositionError as exc:
+        raise CliError(str(exc)) from exc
+    services.jobs.recover()
+    if args.kind == "day":
+        services.serving.load()
+        if not services.serving.model_ready:
+            raise CliError(services.serving.model_error or "the model did not load")
+    run_id = services.jobs.run_now(args.kind, "cli")
+    with services.db.session() as s:
+        run = RunRepository(s).get(run_id)
+        assert run is not None
+        out = {
+            "run_id": run.id,
+            "kind": run.kind,
+            "status": run.status,
+            "error": run.error,
+            "summary": run.summary,
+        }
+    print(json.dumps(out, indent=2, default=str))
+    services.stop()
+    return 0 if out["status"] == "succeeded" else 1
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for kind, text in (
+        ("day", "practise on koans and failed client problems now"),
+        ("night", "train, gate and promote now"),
+    ):
+        p = sub.add_parser(kind, help=f"run one {kind} cycle: {text}")
+        p.set_defaults(handler=_run, kind=kind)

@@ -1,0 +1,42 @@
+"""``dreamfix serve``: the daemon — HTTP API, day/night scheduler, hot-swap."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from service.cli import CliError
+from service.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.app_services import Services
+    from service.compose import CompositionError
+
+    settings = get_settings()
+    if args.no_scheduler:
+        settings = settings.model_copy(
+            update={"scheduler": settings.scheduler.model_copy(update={"enabled": False})}
+        )
+    try:
+        services = Services.build(settings)
+    except CompositionError as exc:
+        raise CliError(str(exc)) from exc
+    if settings.admin_token is None:
+        log.warning("DREAMFIX_ADMIN_TOKEN is not set: the admin API answers 403")
+    app = create_app(services)
+    uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port, log_config=None)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run the daemon: API + day/night scheduler")
+    p.add_argument("--host", help="bind address (default DREAMFIX_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default DREAMFIX_PORT, 8000)")
+    p.add_argument("--no-scheduler", action="store_true", help="serve only; no scheduled day/night runs")
+    p.set_defaults(handler=_serve)

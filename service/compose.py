@@ -1,0 +1,68 @@
+"""Building the pieces from settings, in one place for the CLI, the daemon and the jobs."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from agent.loop import DEFAULT_OUTPUT_FORMAT, Strategy
+from agent.sandbox import Sandbox, SandboxConfig, SandboxUnavailable
+from service.settings import Settings
+
+if TYPE_CHECKING:
+    from learner.runtime import GenerationParams, ModelRuntime
+
+
+class CompositionError(RuntimeError):
+    """A piece could not be built from the settings; the message says how to fix it."""
+
+
+def make_sandbox(settings: Settings) -> Sandbox:
+    config = SandboxConfig(**settings.sandbox.model_dump(), cache_dir=settings.sandbox_cache_dir)
+    try:
+        return Sandbox(config)
+    except SandboxUnavailable as exc:
+        raise CompositionError(str(exc)) from exc
+
+
+# transformers initialises weights under process-global patches (meta device, skipped init), so two loads in
+# one process at once corrupt each other ("Cannot copy out of meta tensor"). The live model and the night's
+# private copy can both be loading at start-up: serialise them.
+_LOAD_LOCK = threading.Lock()
+
+
+def load_runtime(settings: Settings) -> ModelRuntime:
+
+    with _LOAD_LOCK:
+        return _load(settings)
+
+
+def _load(settings: Settings) -> ModelRuntime:
+    from learner.runtime import ModelRuntime
+
+    return ModelRuntime.load(
+        settings.model,
+        dtype=settings.model_dtype,
+        device=settings.device,
+        threads=settings.threads,
+        cache_dir=str(settings.model_cache_dir),
+    )
+
+
+def generation_params(settings: Settings) -> GenerationParams:
+    from learner.runtime import GenerationParams
+
+    return GenerationParams(max_new_tokens=settings.agent.max_new_tokens, temperature=0.0)
+
+
+def serving_strategy(
+    settings: Settings, max_attempts: int | None = None, hints: bool | None = None
+) -> Strategy:
+    """The strategy the daemon uses for clients and the day job: the loop with the suggestion first pass."""
+    return Strategy(
+        "serve",
+        max_attempts=max_attempts if max_attempts is not None else settings.agent.max_attempts,
+        suggestions_first=settings.agent.suggestions_first,
+        hints=settings.agent.hints if hints is None else hints,
+        output_format=DEFAULT_OUTPUT_FORMAT,
+    )

@@ -1,0 +1,118 @@
+"""Day and night runs: one row per run, a heartbeat while it works, one run at a time per process and one
+night at a time across replicas (``NightLock``). A run that dies with its process is marked failed by the
+next start (``RunRepository.fail_abandoned``); since promotion is the last, transactional step of a night,
+such a run never leaves anything half-promoted."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from service.db.repositories import RunRepository
+from service.db.session import Database
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class RunConflict(Exception):
+    """A night is already queued or running."""
+
+
+@dataclass
+class RunContext:
+    run_id: int
+    kind: str
+    db: Database
+    settings: Settings
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def log(self, line: str) -> None:
+        log.info("run %d (%s): %s", self.run_id, self.kind, line)
+        with self.db.session() as s:
+            RunRepository(s).append_log(self.run_id, line)
+
+
+RunBody = Callable[[RunContext], dict[str, Any]]
+
+
+class JobRunner:
+    def __init__(self, settings: Settings, db: Database, bodies: dict[str, RunBody]) -> None:
+        self.settings = settings
+        self.db = db
+        self.bodies = bodies
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="dreamfix-run")
+        self._trigger_lock = threading.Lock()
+        self.futures: dict[int, Future[None]] = {}
+
+    def recover(self) -> list[int]:
+        """At start-up: runs left behind by a dead process are failed, never resumed half-way."""
+        stale = timedelta(seconds=max(120.0, 4 * self.settings.night.heartbeat_s))
+        with self.db.session() as s:
+            failed = RunRepository(s).fail_abandoned(stale)
+        if failed:
+            log.warning("marked abandoned runs as failed: %s", failed)
+        return failed
+
+    def trigger(self, kind: str, trigger: str) -> int:
+        if kind not in self.bodies:
+            raise ValueError(f"unknown run kind {kind!r}; expected one of {sorted(self.bodies)}")
+        with self._trigger_lock, self.db.session() as s:
+            runs = RunRepository(s)
+            if kind == "night" and runs.running("night"):
+                busy = runs.running("night")[0]
+                raise RunConflict(f"night run {busy.id} is already {busy.status}; one night at a time")
+            run_id = runs.create(kind, trigger).id
+        self.futures[run_id] = self._pool.submit(self.execute, run_id, kind)
+        return run_id
+
+    def run_now(self, kind: str, trigger: str = "cli") -> int:
+        """Trigger and wait (the CLI's ``dreamfix day``/``night``)."""
+        run_id = self.trigger(kind, trigger)
+        self.futures[run_id].result()
+        return run_id
+
+    def execute(self, run_id: int, kind: str) -> None:
+        ctx = RunContext(run_id, kind, self.db, self.settings)
+        with self.db.session() as s:
+            RunRepository(s).start(run_id)
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(run_id, stop), daemon=True)
+        beat.start()
+        try:
+            summary = self.bodies[kind](ctx)
+        except RunConflict as exc:
+            self._finish(run_id, "failed", ctx.summary, str(exc))
+        except Exception as exc:
+            log.exception("run %d (%s) failed", run_id, kind)
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            self._finish(run_id, "failed", ctx.summary, detail)
+        else:
+            self._finish(run_id, "succeeded", summary, None)
+        finally:
+            stop.set()
+
+    def _finish(self, run_id: int, status: str, summary: dict[str, Any], error: str | None) -> None:
+        with self.db.session() as s:
+            RunRepository(s).finish(run_id, status, summary, error)
+
+    def _heartbeat(self, run_id: int, stop: threading.Event) -> None:
+        while not stop.wait(self.settings.night.heartbeat_s):
+            try:
+                with self.db.session() as s:
+                    run = RunRepository(s).get(run_id)
+                    if run is not None:
+                        from service.db.models import utcnow
+
+                        run.heartbeat_at = utcnow()
+            except Exception:
+                log.warning("heartbeat for run %d failed", run_id, exc_info=True)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,462 @@
+"""The night: verified fixes → training data per task → Share coefficients → gate → promotion.
+
+1. Data. Train-split koans (their reference fixes), fixes verified by the sandbox during the day and for
+   clients, and (optionally) verified generator draws. Anything whose text matches an eval koan is dropped
+   and counted: the frozen eval set never leaks into training. Every pair is turned into (messages, answer)
+   by ``agent.prompt.training_example`` — the same prompt builder inference uses.
+2. Tasks. Each pair is routed by the router from the sandbox's diagnostics of its broken program, so a task's
+   training data is exactly what that task's coefficients will be asked to fix.
+3. Training. No basis yet: one LoRA seed per task, Phase 1 → bases, analytic coefficients. Basis present:
+   Phase 2 per task in the frozen bases.
+4. Gate on the frozen eval split, on a private copy of the model. A candidate is promoted only if its task's
+   eval pass rate does not drop and no eval koan regresses. With a one-shot gate (the default) only koans
+   routed to the candidate's task can change — every other row runs bit-identical coefficients — so only
+   those are re-run; with a multi-attempt gate every koan is re-run (routes can move between attempts).
+5. Promotion: rows, statuses and the route epoch change in one transaction at the very end; replicas (and
+   this process) hot-swap on the epoch. A rejected version is kept with its reason.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.generators import normalize, registry, similarity
+from agent.koans import Koan, eval_koans, train_koans
+from agent.loop import DEFAULT_OUTPUT_FORMAT, Strategy
+from agent.problems import Problem
+from agent.prompt import training_example
+from agent.sandbox import Job, Sandbox
+from service.db.repositories import (
+    AdapterRepository,
+    BasisRepository,
+    EpisodeRepository,
+    MetricRepository,
+    RouteStateRepository,
+    RunRepository,
+)
+from service.db.session import Database
+from service.jobs import RunConflict, RunContext
+from service.serving import ServingRuntime
+from service.settings import Settings
+
+if TYPE_CHECKING:
+    from learner.runtime import ModelRuntime
+    from learner.share.math import TaskCoefficients
+
+EVAL_SIMILARITY_LIMIT = 0.9  # a training program this close to an eval koan is treated as that koan
+
+
+@dataclass(frozen=True)
+class Pair:
+    source: str
+    fixed: str
+    origin: str  # koan | client | generated | day
+    ref: str
+    mode: str = "bin"
+    edition: str = "2021"
+
+
+class EvalGuard:
+    """Rejects any training program that is, or nearly is, a frozen eval koan."""
+
+    def __init__(self, evals: Sequence[Koan]) -> None:
+        self.ids = {k.id for k in evals}
+        self.texts = [normalize(k.broken) for k in evals] + [normalize(k.fixed) for k in evals]
+        self.exact = set(self.texts)
+
+    def blocks(self, pair: Pair) -> bool:
+        if pair.ref in self.ids:
+            return True
+        text = normalize(pair.source)
+        if text in self.exact or normalize(pair.fixed) in self.exact:
+            return True
+        return any(
+            similarity(text, other) >= EVAL_SIMILARITY_LIMIT
+            for other in self.texts
+            if _close_len(text, other)
+        )
+
+
+def _close_len(a: str, b: str) -> bool:
+    return 0.8 * len(b) <= len(a) <= 1.25 * len(b)
+
+
+def collect_pairs(ctx: RunContext, sandbox: Sandbox, koans_dir: Path | None = None) -> list[Pair]:
+    settings = ctx.settings
+    guard = EvalGuard(eval_koans(koans_dir))
+    pairs = [Pair(k.broken, k.fixed, "koan", k.id, k.mode, k.edition) for k in train_koans(koans_dir)]
+    with ctx.db.session() as s:
+        for p in EpisodeRepository(s).verified_fixes():
+            if p.final_code and p.final_code != p.source:
+                pairs.append(Pair(p.source, p.final_code, p.origin, p.problem_ref, p.mode, p.edition))
+    pairs += generated_pairs(settings.night.generated_examples, sandbox, seed=ctx.run_id)
+    kept: list[Pair] = []
+    seen: set[str] = set()
+    blocked = 0
+    for pair in pairs:
+        key = normalize(pair.source)
+        if key in seen:
+            continue
+        seen.add(key)
+        if guard.blocks(pair):
+            blocked += 1
+            continue
+        kept.append(pair)
+    ctx.summary["pairs"] = len(kept)
+    ctx.summary["pairs_blocked_as_eval"] = blocked
+    ctx.log(f"training pairs: {len(kept)} kept, {blocked} dropped as (near) eval koans")
+    return kept
+
+
+def generated_pairs(n: int, sandbox: Sandbox, seed: int) -> list[Pair]:
+    """``n`` generator draws spread over the families, each re-verified (its fix passes its tests)."""
+    if n <= 0:
+        return []
+    gens = registry()
+    if not gens:
+        return []
+    rng = random.Random(seed)
+    per_family = max(1, n // len(gens))
+    draws = []
+    for family in sorted(gens):
+        for _ in range(per_family):
+            draws.append(gens[family](rng))
+    checks = sandbox.verify_many([Job(e.fixed, e.mode, e.edition, e.tests) for e in draws])
+    return [
+        Pair(e.broken, e.fixed, "generated", f"gen:{e.family}:{e.shape}", e.mode, e.edition)
+        for e, r in zip(draws, checks, strict=True)
+        if r.ok
+    ]
+
+
+def examples_by_task(
+    ctx: RunContext, pairs: Sequence[Pair], sandbox: Sandbox, serving: ServingRuntime
+) -> dict[str, list[tuple[list[dict[str, str]], str]]]:
+    settings = ctx.settings
+    results = sandbox.check_many([Job(p.source, p.mode, p.edition) for p in pairs])
+    grouped: dict[str, list[tuple[list[dict[str, str]], str]]] = defaultdict(list)
+    for pair, result in zip(pairs, results, strict=True):
+        if result.ok or not result.diagnostics:
+            continue
+        decision = serving.router.route(result.diagnostics)
+        if decision.task is None:
+            continue
+        example = training_example(
+            pair.source, result.diagnostics, pair.fixed, settings.agent.hints, DEFAULT_OUTPUT_FORMAT
+        )
+        grouped[decision.task].append(example)
+    out: dict[str, list[tuple[list[dict[str, str]], str]]] = {}
+    wanted = set(settings.night.tasks) if settings.night.tasks else None
+    for task, examples in sorted(grouped.items()):
+        if wanted is not None and task not in wanted:
+            continue
+        if len(examples) < settings.night.min_examples_per_task:
+            ctx.log(f"task {task}: {len(examples)} examples, below the minimum; skipped")
+            continue
+        rng = random.Random(f"{ctx.run_id}:{task}")
+        rng.shuffle(examples)
+        out[task] = examples[: settings.night.max_examples_per_task]
+    ctx.summary["examples"] = {t: len(v) for t, v in out.items()}
+    ctx.log(f"examples per task: {ctx.summary['examples']}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- gate
+@dataclass
+class EvalSet:
+    koans: list[Koan]
+    task_of: dict[str, str | None]  # koan id → task the router picks from its original diagnostics
+
+    def of_task(self, task: str) -> list[Koan]:
+        return [k for k in self.koans if self.task_of[k.id] == task]
+
+
+def eval_set(ctx: RunContext, sandbox: Sandbox, serving: ServingRuntime, koans_dir: Path | None) -> EvalSet:
+    koans = eval_koans(koans_dir)
+    if ctx.settings.night.eval_limit is not None:
+        koans = koans[: ctx.settings.night.eval_limit]
+    results = sandbox.check_many([Job(k.broken, k.mode, k.edition) for k in koans])
+    task_of = {k.id: serving.router.route(r.diagnostics).task for k, r in zip(koans, results, strict=True)}
+    return EvalSet(koans, task_of)
+
+
+def gate_strategy(settings: Settings) -> Strategy:
+    return Strategy(
+        "gate",
+        max_attempts=settings.night.gate_max_attempts,
+        suggestions_first=False,
+        hints=settings.agent.hints,
+        output_format=DEFAULT_OUTPUT_FORMAT,
+        sample_on_stall=settings.night.gate_max_attempts > 1,
+    )
+
+
+def evaluate(serving: ServingRuntime, koans: Sequence[Koan], strategy: Strategy) -> dict[str, bool]:
+    if not koans:
+        return {}
+    records = serving.make_loop(serving.pinned_snapshot()).run(
+        [Problem.from_koan(k) for k in koans], strategy
+    )
+    return {r.problem_id: r.fixed for r in records}
+
+
+def pass_rate(results: Mapping[str, bool], ids: Sequence[str]) -> float | None:
+    return sum(results[i] for i in ids) / len(ids) if ids else None
+
+
+def gate_decision(
+    task: str, evals: EvalSet, baseline: Mapping[str, bool], candidate: Mapping[str, bool]
+) -> dict[str, Any]:
+    ids = [k.id for k in evals.of_task(task)]
+    before, after = pass_rate(baseline, ids), pass_rate(candidate, ids)
+    regressions = sorted(k for k, ok in baseline.items() if ok and not candidate.get(k, ok))
+    improvements = sorted(k for k, ok in candidate.items() if ok and not baseline.get(k, False))
+    passed = not regressions and (before is None or (after is not None and after >= before))
+    if regressions:
+        reason = f"regresses {len(regressions)} eval koan(s): {', '.join(regressions[:8])}"
+    elif before is not None and after is not None and after < before:
+        reason = f"lowers the task's eval pass rate {before:.3f} → {after:.3f}"
+    else:
+        reason = "passed the gate"
+    return {
+        "passed": passed,
+        "reason": reason,
+        "task_eval_koans": len(ids),
+        "task_pass_before": before,
+        "task_pass_after": after,
+        "regressions": regressions,
+        "improvements": improvements,
+        "eval_pass_before": pass_rate(baseline, list(baseline)),
+        "eval_pass_after": pass_rate({**baseline, **candidate}, list(baseline)),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- night
+def _params(coeffs: Mapping[str, TaskCoefficients]) -> int:
+    return sum(int(c.eb.numel() + c.ea.numel()) for c in coeffs.values())
+
+
+class Night:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        sandbox: Sandbox,
+        runtime_factory: Callable[[], ModelRuntime],
+        live: ServingRuntime | None = None,
+        koans_dir: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.sandbox = sandbox
+        self.factory = runtime_factory
+        self.live = live
+        self.koans_dir = koans_dir
+
+    def __call__(self, ctx: RunContext) -> dict[str, Any]:
+        from service.db.repositories import NightLock
+
+        lock = NightLock(self.db)
+        if not lock.acquire():
+            raise RunConflict("another replica holds the night lock")
+        try:
+            return self._night(ctx, lock)
+        finally:
+            lock.release()
+
+    def _night(self, ctx: RunContext, lock: Any) -> dict[str, Any]:
+        from learner.share.artifacts import load_bases, save_bases, save_task_version
+        from learner.share.layer import attach_share
+        from learner.share.phases import Phase2Config, phase1, phase2
+        from learner.share.seeds import SeedConfig, train_lora_seed
+
+        share, night = self.settings.share, self.settings.night
+        started = time.monotonic()
+        # A private model: training and gating never touch the model serving requests.
+        shadow = ServingRuntime(self.settings, self.db, self.sandbox, self.factory)
+        shadow.runtime = self.factory()
+        runtime = shadow.runtime
+        model_id = runtime.model_id
+        ctx.log(f"night model {model_id} loaded")
+
+        pairs = collect_pairs(ctx, self.sandbox, self.koans_dir)
+        data = examples_by_task(ctx, pairs, self.sandbox, shadow)
+        lock.renew()
+        if not data:
+            ctx.log("no task has enough verified examples; nothing to train")
+            return {**ctx.summary, "candidates": {}}
+
+        evals = eval_set(ctx, self.sandbox, shadow, self.koans_dir)
+        strategy = gate_strategy(self.settings)
+        adapters_dir = self.settings.adapters_dir
+        (adapters_dir / "tasks").mkdir(parents=True, exist_ok=True)
+
+        with self.db.session() as s:
+            latest = BasisRepository(s).latest()
+            basis_path = latest.path if latest else None
+
+        if basis_path is None:
+            # First night: baseline is the base model; seeds → Phase 1.
+            baseline = evaluate(shadow, evals.koans, strategy)
+            seeds = {}
+            for task, examples in data.items():
+                ctx.log(f"LoRA seed {task}: {len(examples)} examples, {night.seed_steps} steps")
+                cfg = SeedConfig(
+                    rank=share.lora_rank,
+                    alpha=2 * share.lora_rank,
+                    target_modules=tuple(share.target_modules),
+                    steps=night.seed_steps,
+                    learning_rate=share.learning_rate,
+                    max_length=night.max_length,
+                    seed=share.seed,
+                    progress=False,
+                )
+                seeds[task] = train_lora_seed(
+                    runtime.model, runtime.tokenizer, examples, task, cfg, base_model_id=model_id
+                ).seed
+                lock.renew()
+            result = phase1(list(seeds.values()), threshold=share.variance_threshold, cap=share.k_cap)
+            basis_file = adapters_dir / f"basis-{ctx.run_id}.safetensors"
+            basis_id = save_bases(basis_file, result.bases, model_id)
+            with self.db.session() as s:
+                BasisRepository(s).add(
+                    basis_id,
+                    str(basis_file),
+                    model_id,
+                    {
+                        "layers": {k: [b.k_beta, b.k_alpha] for k, b in result.bases.items()},
+                        "origin": "phase1",
+                        "run_id": ctx.run_id,
+                    },
+                )
+            bases = result.bases
+            candidates = {task: result.coefficients[task] for task in data}
+            ctx.log(f"phase 1: basis {basis_id}, k per layer {self._k_summary(bases)}")
+            shadow.bank = attach_share(runtime.model, bases, base_model_id=model_id)
+            runtime.bank = shadow.bank
+        else:
+            basis = load_bases(basis_path)
+            basis_id, bases = basis.basis_id, basis.bases
+            shadow.sync()  # installs the active versions (if they live in this basis)
+            if shadow.bank is None or shadow.bank.basis_id != basis_id:
+                shadow.bank = attach_share(runtime.model, bases, base_model_id=model_id)
+                runtime.bank = shadow.bank
+            baseline = evaluate(shadow, evals.koans, strategy)
+            candidates = {}
+            for task, examples in data.items():
+                ctx.log(f"phase 2 {task}: {len(examples)} examples, {share.train_steps} steps")
+                cfg2 = Phase2Config(
+                    pseudo_rank=share.pseudo_rank,
+                    phi=0,
+                    steps=share.train_steps,
+                    learning_rate=share.learning_rate,
+                    max_length=night.max_length,
+                    seed=share.seed,
+                    progress=False,
+                )
+                res = phase2(runtime.model, runtime.tokenizer, shadow.bank, examples, cfg2, task=task)
+                candidates[task] = res.coeffs
+                ctx.summary.setdefault("losses", {})[task] = [res.losses[0], res.losses[-1]]
+                lock.renew()
+
+        bank = shadow.bank
+        assert bank is not None
+        ctx.summary["eval_pass_baseline"] = pass_rate(baseline, list(baseline))
+        decisions: dict[str, dict[str, Any]] = {}
+        files: dict[str, tuple[int, Path]] = {}
+        with self.db.session() as s:  # the night lock makes these numbers ours until the promotion
+            repo = AdapterRepository(s)
+            versions = {task: repo.next_version(task) for task in candidates}
+        for task, coeffs in candidates.items():
+            version = versions[task]
+            path = save_task_version(
+                adapters_dir / "tasks",
+                task=task,
+                version=version,
+                coeffs_by_layer=coeffs,
+                basis_id=basis_id,
+                base_model_id=model_id,
+            )
+            files[task] = (version, path)
+            previous = bank.coefficients(task) if task in bank.tasks() else None
+            previous_version = bank.version(task) if previous is not None else None
+            bank.set_task(task, coeffs, version)
+            subset = evals.of_task(task) if strategy.max_attempts == 1 else evals.koans
+            results = evaluate(shadow, subset, strategy)
+            decisions[task] = gate_decision(task, evals, baseline, results)
+            ctx.log(f"gate {task}@v{version}: {decisions[task]['reason']}")
+            if previous is not None and previous_version is not None:
+                bank.set_task(task, previous, previous_version)
+            else:
+                bank.remove_task(task)
+            lock.renew()
+
+        promoted = self._record(ctx, candidates, decisions, files, basis_id, model_id)
+        if self.live is not None:
+            self.live.sync()
+        ctx.summary.update(
+            {
+                "basis_id": basis_id,
+                "candidates": {t: f"{t}@v{files[t][0]}" for t in candidates},
+                "promoted": promoted,
+                "gate": decisions,
+                "night_seconds": round(time.monotonic() - started, 1),
+            }
+        )
+        return ctx.summary
+
+    def _record(
+        self,
+        ctx: RunContext,
+        candidates: Mapping[str, Mapping[str, TaskCoefficients]],
+        decisions: Mapping[str, dict[str, Any]],
+        files: Mapping[str, tuple[int, Path]],
+        basis_id: str,
+        model_id: str,
+    ) -> list[str]:
+        """All versions and the promotions in ONE transaction: a crash before it changes nothing served."""
+        promoted: list[str] = []
+        with self.db.session() as s:
+            repo = AdapterRepository(s)
+            metrics = MetricRepository(s)
+            for task, coeffs in candidates.items():
+                version, path = files[task]
+                decision = decisions[task]
+                row = repo.add(
+                    task=task,
+                    version=version,
+                    status="candidate",
+                    path=str(path),
+                    basis_id=basis_id,
+                    base_model_id=model_id,
+                    run_id=ctx.run_id,
+                    gate=decision,
+                    reason=decision["reason"],
+                    params=_params(coeffs),
+                    bytes=4 * _params(coeffs),
+                )
+                if decision["passed"]:
+                    repo.promote(row)
+                    promoted.append(f"{task}@v{version}")
+                else:
+                    row.status = "rejected"
+                if decision["task_pass_after"] is not None:
+                    metrics.record("gate_task_pass", decision["task_pass_after"], {"task": task}, ctx.run_id)
+            state = RouteStateRepository(s)
+            if promoted and state.get().basis_id != basis_id:
+                state.bump(basis_id=basis_id)
+            if "eval_pass_baseline" in ctx.summary and ctx.summary["eval_pass_baseline"] is not None:
+                metrics.record("eval_pass_baseline", ctx.summary["eval_pass_baseline"], {}, ctx.run_id)
+            RunRepository(s).append_log(ctx.run_id, f"promoted: {promoted or 'nothing'}")
+        return promoted
+
+    @staticmethod
+    def _k_summary(bases: Mapping[str, Any]) -> str:
+        ks = sorted({(b.k_beta, b.k_alpha) for b in bases.values()})
+        return ", ".join(f"{kb}/{ka}" for kb, ka in ks)

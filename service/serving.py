@@ -1,0 +1,271 @@
+"""The live side of the daemon: the model, its Share bank, the router, and the fix loop for requests.
+
+Hot-swap. Promotions and rollbacks are rows in SQL plus a bumped ``route_state.epoch``; every replica polls
+the epoch and, when it moved, loads the active versions into its bank. The bank replaces one snapshot
+reference per change (bases included, so a Phase 3 merge is as atomic as one task's swap), and each request
+pins ONE snapshot for its whole fix loop: its routes (row index and version) and every forward of every
+round read that snapshot. A request therefore runs entirely on the old versions or entirely on the new
+ones, in-flight requests never fail, and the next request after a swap sees the new version.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from agent.diagnostics import Diagnostic, error_codes, parse_client_output
+from agent.loop import FixLoop
+from agent.problems import Problem
+from agent.sandbox import Sandbox
+from router import Route, TaskRouter
+from router.table import BASE_ROW
+from service.compose import generation_params, serving_strategy
+from service.db.repositories import (
+    AdapterRepository,
+    BasisRepository,
+    EpisodeRepository,
+    RouteStateRepository,
+)
+from service.db.session import Database
+from service.settings import Settings
+
+if TYPE_CHECKING:
+    from learner.runtime import Generation, ModelRuntime
+    from learner.share.bank import BankSnapshot, ShareBank
+    from service.api.schemas import CheckRequest, FixRequest
+
+log = logging.getLogger(__name__)
+
+
+class ServingRuntime:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        sandbox: Sandbox,
+        runtime_factory: Callable[[], ModelRuntime],
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.sandbox = sandbox
+        self.router = TaskRouter(threshold=settings.router.confidence_threshold)
+        self._factory = runtime_factory
+        self.runtime: ModelRuntime | None = None
+        self.bank: ShareBank | None = None
+        self.model_error: str | None = None
+        self.epoch = -1
+        self._sync_lock = threading.Lock()
+        self.on_swap: Callable[[dict[str, int]], None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def model_ready(self) -> bool:
+        return self.runtime is not None
+
+    def load(self) -> None:
+        """Load the model (minutes for a cold default model) and the active versions."""
+        try:
+            started = time.monotonic()
+            self.runtime = self._factory()
+            log.info("model %s loaded in %.1fs", self.runtime.model_id, time.monotonic() - started)
+            self.sync()
+        except Exception as exc:
+            self.model_error = f"model failed to load: {exc}"
+            log.exception("model failed to load")
+
+    def sync(self) -> bool:
+        """Install the database's active versions if the route epoch moved. Returns True when it swapped."""
+        if self.runtime is None:
+            return False
+        with self._sync_lock, self.db.session() as s:
+            state = RouteStateRepository(s).get()
+            if state.epoch == self.epoch:
+                return False
+            active = list(AdapterRepository(s).active())
+            basis_row = BasisRepository(s).get(state.basis_id) if state.basis_id else None
+            self._install(active, basis_row)
+            self.epoch = state.epoch
+        versions = self.active_versions()
+        log.info("route epoch %d: serving %s", self.epoch, versions or "the base model only")
+        if self.on_swap is not None:
+            self.on_swap(versions)
+        return True
+
+    def _install(self, active: Sequence[Any], basis_row: Any) -> None:
+        from learner.share.artifacts import load_bases, load_task_version
+        from learner.share.layer import attach_share
+
+        assert self.runtime is not None
+        if not active and self.bank is None:
+            return
+        if basis_row is None:
+            if self.bank is not None:  # everything rolled back: drop every task, keep the layers
+                for task in list(self.bank.tasks()):
+                    self.bank.remove_task(task)
+            return
+        basis = load_bases(basis_row.path)
+        model_id = self.runtime.model_id
+        coeffs = {
+            row.task: load_task_version(
+                row.path, expect_basis_id=basis.basis_id, expect_base_model_id=model_id
+            )
+            for row in active
+            if row.basis_id == basis.basis_id
+        }
+        stale = (
+            [f"{row.task}@v{row.version}" for row in active if row.basis_id != basis.basis_id]
+            if active
+            else []
+        )
+        if stale:
+            log.warning("active versions in another basis are not served: %s", stale)
+        if self.bank is None:
+            bank = attach_share(self.runtime.model, basis.bases, base_model_id=model_id)
+            for task, tv in coeffs.items():
+                bank.set_task(task, tv.coeffs, tv.version)
+            self.bank = bank
+            self.runtime.bank = bank
+            return
+        if self.bank.basis_id != basis.basis_id:
+            self.bank.replace_bases(
+                basis.bases,
+                {t: tv.coeffs for t, tv in coeffs.items()},
+                {t: tv.version for t, tv in coeffs.items()},
+            )
+            return
+        for task in list(self.bank.tasks()):
+            if task not in coeffs:
+                self.bank.remove_task(task)
+        for task, tv in coeffs.items():
+            if task not in self.bank.tasks() or self.bank.version(task) != tv.version:
+                self.bank.set_task(task, tv.coeffs, tv.version)
+
+    def active_versions(self) -> dict[str, int]:
+        if self.bank is None:
+            return {}
+        return dict(self.bank.snapshot().versions)
+
+    # ------------------------------------------------------------------ requests
+    def _route_fn(self, snapshot: BankSnapshot | None) -> Callable[[Sequence[Diagnostic]], Route]:
+        def route(diagnostics: Sequence[Diagnostic]) -> Route:
+            decision = self.router.route(diagnostics)
+            if decision.task is None:
+                return Route(None, None, BASE_ROW)
+            if snapshot is None or decision.task not in snapshot.task_index:
+                return Route(decision.task, None, BASE_ROW)
+            return Route(decision.task, snapshot.versions[decision.task], snapshot.task_index[decision.task])
+
+        return route
+
+    def _generate_fn(self, snapshot: BankSnapshot | None) -> Callable[..., Sequence[Generation]]:
+        from learner.runtime import GenerationParams
+
+        runtime = self.runtime
+        assert runtime is not None
+        params = generation_params(self.settings)
+
+        def generate(
+            prompts: list[list[dict[str, str]]], row_tasks: list[int] | None
+        ) -> Sequence[Generation]:
+            return runtime.generate(prompts, params, row_tasks, snapshot=snapshot)
+
+        def sample(
+            prompts: list[list[dict[str, str]]], row_tasks: list[int] | None, seed: int
+        ) -> Sequence[Any]:
+            sampled = GenerationParams(
+                max_new_tokens=params.max_new_tokens, temperature=0.7, top_p=0.95, seed=seed, stop=params.stop
+            )
+            return runtime.generate(prompts, sampled, row_tasks, snapshot=snapshot)
+
+        generate.sample = sample  # type: ignore[attr-defined]
+        return generate
+
+    def make_loop(self, snapshot: BankSnapshot | None) -> FixLoop:
+        assert self.runtime is not None
+        generate = self._generate_fn(snapshot)
+        return FixLoop(
+            self.sandbox,
+            generate,
+            self._route_fn(snapshot),
+            self.runtime.model_id,
+            sample=generate.sample,  # type: ignore[attr-defined]
+            check_workers=self.settings.sandbox.max_concurrency,
+        )
+
+    def pinned_snapshot(self) -> BankSnapshot | None:
+        return self.bank.snapshot() if self.bank is not None else None
+
+    def fix(self, req: FixRequest) -> dict[str, Any]:
+        """Run the fix loop on one client request (in a worker thread) and persist its episode."""
+        if self.runtime is None:
+            raise RuntimeError("model not loaded")
+        client_diags = parse_client_output(req.diagnostics) if req.diagnostics else None
+        problem = Problem(
+            id=f"req-{uuid.uuid4().hex[:12]}",
+            source=req.code,
+            mode=req.mode,
+            edition=req.edition,
+            tests=req.tests,
+            family=None,
+            client_diagnostics=tuple(client_diags) if client_diags else None,
+        )
+        snapshot = self.pinned_snapshot()
+        strategy = serving_strategy(self.settings, req.max_attempts, req.hints)
+        record = self.make_loop(snapshot).run([problem], strategy)[0]
+        with self.db.session() as s:
+            row = EpisodeRepository(s).save(
+                record, origin="client", problem_ref=problem.id, mode=req.mode, edition=req.edition
+            )
+            episode_id = row.id
+        model_attempt = next((a for a in record.attempts if a.strategy != "suggestions"), None)
+        route_of = model_attempt or (record.attempts[0] if record.attempts else None)
+        route_task = route_of.route_task if route_of else None
+        route_version = route_of.route_version if route_of else None
+        confidence = 0.0
+        if client_diags or record.attempts:
+            decision = self.router.route(client_diags or self._original_diagnostics(req))
+            confidence = decision.confidence
+        from agent.loop import unified_diff
+
+        return {
+            "fixed": record.fixed,
+            "verified": record.verified,
+            "code": record.final_code,
+            "diff": unified_diff(req.code, record.final_code),
+            "error_codes": list(record.error_codes),
+            "attempts": [
+                {
+                    "attempt": a.attempt,
+                    "strategy": a.strategy,
+                    "verdict": a.verdict,
+                    "fixed": a.fixed,
+                    "error_codes": a.error_codes_after,
+                    "route": {"task": a.route_task, "version": a.route_version, "confidence": confidence},
+                    "note": a.note,
+                    "seconds": round(a.generate_seconds + a.check_seconds, 3),
+                }
+                for a in record.attempts
+            ],
+            "route": {"task": route_task, "version": route_version, "confidence": confidence},
+            "episode_id": episode_id,
+            "status": record.final_status,
+            "wall_seconds": round(record.wall_seconds, 3),
+        }
+
+    def _original_diagnostics(self, req: FixRequest) -> list[Diagnostic]:
+        return list(self.sandbox.check(req.code, mode=req.mode, edition=req.edition).diagnostics)
+
+    def check(self, req: CheckRequest) -> dict[str, Any]:
+        result = self.sandbox.check(req.code, mode=req.mode, edition=req.edition)
+        return {
+            "ok": result.ok,
+            "verdict": str(result.verdict),
+            "error_codes": error_codes(result.diagnostics),
+            "diagnostics": [d.to_dict() for d in result.diagnostics],
+            "message": result.message or None,
+            "duration_s": round(result.duration_s, 4),
+        }
