@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+
 from service.db.models import Base
 from service.db.session import make_engine
 

@@ -298,8 +298,12 @@ class Night:
         (adapters_dir / "tasks").mkdir(parents=True, exist_ok=True)
 
         with self.db.session() as s:
-            latest = BasisRepository(s).latest()
-            basis_path = latest.path if latest else None
+            # The served basis; before anything is served, the newest one (a first night whose candidates
+            # were all rejected). A rejected Phase 3 basis is never built upon.
+            served_id = RouteStateRepository(s).get().basis_id
+            current = BasisRepository(s).get(served_id) if served_id else BasisRepository(s).latest()
+            basis_path = current.path if current else None
+            latest_basis_run = int((current.meta or {}).get("run_id", 0)) if current else 0
 
         if basis_path is None:
             # First night: baseline is the base model; seeds → Phase 1.
@@ -349,6 +353,7 @@ class Night:
                 runtime.bank = shadow.bank
             baseline = evaluate(shadow, evals.koans, strategy)
             candidates = {}
+            phase2_results = {}
             for task, examples in data.items():
                 ctx.log(f"phase 2 {task}: {len(examples)} examples, {share.train_steps} steps")
                 cfg2 = Phase2Config(
@@ -362,8 +367,12 @@ class Night:
                 )
                 res = phase2(runtime.model, runtime.tokenizer, shadow.bank, examples, cfg2, task=task)
                 candidates[task] = res.coeffs
+                phase2_results[task] = res
                 ctx.summary.setdefault("losses", {})[task] = [res.losses[0], res.losses[-1]]
                 lock.renew()
+
+            if self._merge_due(latest_run_id=latest_basis_run):
+                return self._merge_night(ctx, shadow, evals, baseline, phase2_results, model_id, started)
 
         bank = shadow.bank
         assert bank is not None
@@ -404,6 +413,104 @@ class Night:
             {
                 "basis_id": basis_id,
                 "candidates": {t: f"{t}@v{files[t][0]}" for t in candidates},
+                "promoted": promoted,
+                "gate": decisions,
+                "night_seconds": round(time.monotonic() - started, 1),
+            }
+        )
+        return ctx.summary
+
+    def _merge_due(self, latest_run_id: int) -> bool:
+        """Phase 3 every ``merge_every``-th night in a basis (counting this one), and always when φ > 0."""
+        share = self.settings.share
+        if share.phi > 0:
+            return True
+        if share.merge_every <= 0:
+            return False
+        with self.db.session() as s:
+            nights = sum(
+                1
+                for r in RunRepository(s).recent("night", limit=1000)
+                if r.status == "succeeded" and r.id > latest_run_id
+            )
+        return (nights + 1) % share.merge_every == 0
+
+    def _merge_night(
+        self,
+        ctx: RunContext,
+        shadow: ServingRuntime,
+        evals: EvalSet,
+        baseline: Mapping[str, bool],
+        phase2_results: Mapping[str, Any],
+        model_id: str,
+        started: float,
+    ) -> dict[str, Any]:
+        """Phase 3: every active task and tonight's candidates re-based into one new basis, gated as ONE
+        configuration on the whole eval set (a new basis changes every task), promoted all or nothing."""
+        from learner.share.artifacts import save_bases, save_task_version
+        from learner.share.phases import merge_bank
+
+        bank = shadow.bank
+        assert bank is not None
+        share = self.settings.share
+        keep = {t for t in bank.tasks() if t not in phase2_results}
+        for task in list(bank.tasks()):
+            if task not in keep:
+                bank.remove_task(task)
+        merged = merge_bank(bank, dict(phase2_results), threshold=1.0, cap=share.k_cap)
+        errors = {t: round(e, 6) for t, e in merged.report.errors.items()}
+        ctx.log(
+            f"phase 3: {len(errors)} tasks re-based, worst reconstruction error {merged.report.worst():.3g}"
+        )
+        adapters_dir = self.settings.adapters_dir
+        basis_file = adapters_dir / f"basis-{ctx.run_id}.safetensors"
+        basis_id = save_bases(basis_file, merged.bases, model_id)
+        with self.db.session() as s:
+            BasisRepository(s).add(
+                basis_id,
+                str(basis_file),
+                model_id,
+                {"origin": "phase3", "run_id": ctx.run_id, "reconstruction_errors": errors},
+            )
+            repo = AdapterRepository(s)
+            versions = {task: repo.next_version(task) for task in merged.coefficients}
+        bank.replace_bases(merged.bases, merged.coefficients, versions)
+        results = evaluate(shadow, evals.koans, gate_strategy(self.settings))
+        decisions = {task: gate_decision(task, evals, baseline, results) for task in merged.coefficients}
+        passed = all(d["passed"] for d in decisions.values())
+        reason = (
+            "passed the gate"
+            if passed
+            else "merge rejected: "
+            + "; ".join(f"{t}: {d['reason']}" for t, d in decisions.items() if not d["passed"])
+        )
+        files: dict[str, tuple[int, Path]] = {}
+        for task, coeffs in merged.coefficients.items():
+            path = save_task_version(
+                adapters_dir / "tasks",
+                task=task,
+                version=versions[task],
+                coeffs_by_layer=coeffs,
+                basis_id=basis_id,
+                base_model_id=model_id,
+            )
+            files[task] = (versions[task], path)
+            decisions[task] = {
+                **decisions[task],
+                "passed": passed,
+                "reason": reason,
+                "merge": True,
+                "reconstruction_error": errors.get(task),
+            }
+        ctx.summary["eval_pass_baseline"] = pass_rate(baseline, list(baseline))
+        ctx.summary["merge"] = {"basis_id": basis_id, "reconstruction_errors": errors, "passed": passed}
+        promoted = self._record(ctx, merged.coefficients, decisions, files, basis_id, model_id)
+        if self.live is not None:
+            self.live.sync()
+        ctx.summary.update(
+            {
+                "basis_id": basis_id,
+                "candidates": {t: f"{t}@v{v}" for t, v in versions.items()},
                 "promoted": promoted,
                 "gate": decisions,
                 "night_seconds": round(time.monotonic() - started, 1),

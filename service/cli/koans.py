@@ -1,4 +1,4 @@
-"""``dreamfix koans list|show|validate|baseline``: the koan library. The logic lives in agent.validation."""
+"""``dreamfix koans list|show|validate|baseline|generate``: the koan library. The logic lives in agent.validation."""
 
 from __future__ import annotations
 
@@ -128,8 +128,60 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from agent.dataset import build_dataset, write_jsonl
+
+    evals = _load(args, None, "eval")
+    examples, reports = build_dataset(
+        build_sandbox(get_settings()),
+        evals,
+        per_family=args.per_family,
+        seed=args.seed,
+        families=[args.family] if args.family else None,
+        verify=not args.no_verify,
+    )
+    if args.out:
+        write_jsonl(args.out, examples)
+    summary = [
+        {
+            "family": r.family,
+            "drawn": r.drawn,
+            "valid": r.valid,
+            "invalid": r.invalid,
+            "dropped_as_eval": r.too_close,
+            "closest_eval_distance": None if r.closest_distance is None else round(r.closest_distance, 4),
+            "closest_eval_koan": r.closest_koan,
+            "failures": r.failures[:5],
+        }
+        for r in reports
+    ]
+    if args.json:
+        print(json.dumps({"total_valid": len(examples), "families": summary}))
+    else:
+        rows = [
+            (
+                s["family"],
+                s["drawn"],
+                s["valid"],
+                s["invalid"],
+                s["dropped_as_eval"],
+                s["closest_eval_distance"],
+                s["closest_eval_koan"],
+            )
+            for s in summary
+        ]
+        print(
+            _table(
+                ("family", "drawn", "valid", "invalid", "dropped", "closest distance", "closest eval koan"),
+                rows,
+            )
+        )
+        print(f"total valid unique examples: {len(examples)}" + (f" → {args.out}" if args.out else ""))
+    return 0 if all(r.invalid == 0 for r in reports) else 1
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("koans", help="the koan library: list, show, validate, baseline")
+    parser = subparsers.add_parser("koans", help="the koan library: list, show, validate, baseline, generate")
     sub = parser.add_subparsers(dest="koans_command", metavar="ACTION", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -166,3 +218,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--json", action="store_true")
     p.add_argument("--family")
     p.set_defaults(handler=cmd_baseline)
+
+    p = sub.add_parser(
+        "generate",
+        parents=[common],
+        help="training data: verified generator draws that never reproduce an eval koan",
+        description="Draws distinct examples per family, drops any within similarity 0.9 of an eval koan, "
+        "verifies the rest through the sandbox (broken fails with its codes, the fix passes its tests) and "
+        "reports the closest distance to the eval split per family. Exit 1 if any draw is invalid.",
+    )
+    p.add_argument("--per-family", type=int, default=120)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--family")
+    p.add_argument("--out", type=Path, help="write the valid examples as JSON lines")
+    p.add_argument("--no-verify", action="store_true", help="skip the sandbox (fast look at the draws)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_generate)

@@ -1,0 +1,100 @@
+"""The night's data discipline and its Phase 3 merge, on the tiny model with the real sandbox and SQLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.episodes import ProblemRecord
+from agent.koans import eval_koans
+from agent.prompt import build_messages, training_example
+from service.app_services import Services
+from service.db.repositories import AdapterRepository, EpisodeRepository, RunRepository
+from service.jobs import RunContext
+from service.night import EvalGuard, Pair, collect_pairs
+from tests.test_service_api import make_settings
+
+
+def test_eval_guard_blocks_eval_koans_and_near_copies() -> None:
+    evals = eval_koans()
+    guard = EvalGuard(evals)
+    koan = evals[0]
+    assert guard.blocks(Pair(koan.broken, koan.fixed, "client", "req-1"))
+    renamed_layout = (
+        "\n\n".join(line.strip() for line in koan.broken.splitlines()) + "\n// a client comment\n"
+    )
+    assert guard.blocks(Pair(renamed_layout, koan.fixed, "client", "req-2"))
+    assert not guard.blocks(
+        Pair('fn main() { let x: i32 = "no"; }', "fn main() { let x: i32 = 1; }", "client", "r")
+    )
+
+
+def test_training_data_never_contains_eval_koans(tmp_path: Path, tiny_model_dir: Path) -> None:
+    settings = make_settings(tmp_path, tiny_model_dir)
+    services = Services.build(settings)
+    leaked = eval_koans()[3]
+    record = ProblemRecord(
+        problem_id="req-x",
+        content_hash="0" * 64,
+        family=None,
+        source=leaked.broken,  # a client sent an eval koan verbatim and it got fixed
+        final_code=leaked.fixed,
+        fixed=True,
+        verified=True,
+        steps_to_green=1,
+        final_status="fixed",
+        strategy="serve",
+        error_codes=list(leaked.codes),
+    )
+    with services.db.session() as s:
+        EpisodeRepository(s).save(
+            record, origin="client", problem_ref="req-x", mode=leaked.mode, edition=leaked.edition
+        )
+        run_id = RunRepository(s).create("night", "cli").id
+    ctx = RunContext(run_id, "night", services.db, settings)
+    pairs = collect_pairs(ctx, services.serving.sandbox)
+    assert ctx.summary["pairs_blocked_as_eval"] >= 1
+    guard = EvalGuard(eval_koans())
+    assert not any(guard.blocks(p) for p in pairs)
+    eval_texts = {k.broken for k in eval_koans()}
+    assert not any(p.source in eval_texts for p in pairs)
+    assert len(pairs) >= 100  # the train koans at least
+    services.stop()
+
+
+def test_training_and_inference_share_one_prompt_builder() -> None:
+    from agent.sandbox import Sandbox, SandboxConfig
+
+    koan = eval_koans()[0]
+    diags = Sandbox(SandboxConfig()).check(koan.broken, koan.mode, koan.edition).diagnostics
+    messages, answer = training_example(koan.broken, diags, koan.fixed, hints=True)
+    assert messages == build_messages(koan.broken, diags, hints=True, output_format="program")
+    assert koan.fixed.strip() in answer
+
+
+@pytest.mark.slow
+def test_second_night_merges_with_phase3_and_reports_reconstruction(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        tiny_model_dir,
+        share={"train_steps": 2, "lora_rank": 2, "k_cap": 4, "merge_every": 2},
+    )
+    settings.night.eval_limit = 8
+    services = Services.build(settings)
+    first = services.jobs.run_now("night")
+    second = services.jobs.run_now("night")
+    with services.db.session() as s:
+        runs = {r.id: r for r in RunRepository(s).recent("night")}
+        assert runs[first].status == "succeeded", runs[first].error
+        assert runs[second].status == "succeeded", runs[second].error
+        merge = runs[second].summary["merge"]
+        assert set(merge["reconstruction_errors"]) >= {"moves", "mutability"}
+        assert all(err < 1e-3 for err in merge["reconstruction_errors"].values()), merge
+        rows = AdapterRepository(s).versions("moves")
+        assert [r.version for r in rows] == [2, 1]
+        assert rows[0].basis_id == merge["basis_id"] != rows[1].basis_id
+        assert rows[0].gate["merge"] is True
+    services.stop()
