@@ -123,3 +123,15 @@ def eval_koans(directory: Path | None = None) -> list[Koan]:
 
 def train_koans(directory: Path | None = None) -> list[Koan]:
     return [k for k in load_koans(directory) if not k.is_eval]
+
+
+TEST_MODULE = "__koan_tests"
+
+
+def compose_with_tests(source: str, tests: str) -> str:
+    """The program under judgement with the koan's tests appended as a child module that sees its items."""
+    body = "\n".join(("    " + line) if line.strip() else "" for line in tests.strip("\n").splitlines())
+    return (
+        f"{source.rstrip()}\n\n#[cfg(test)]\n#[allow(unused_imports, dead_code)]\nmod {TEST_MODULE} {{\n"
+        f"    use super::*;\n{body}\n}}\n"
+    )

@@ -1,0 +1,721 @@
+"""The fix loop: model replies verified by the sandbox, with the compiler's feedback, until green.
+
+Every round sends ALL still-open problems to the model in one batched ``generate`` call (rows of different
+tasks in one batch: per-row routing makes that as cheap as one task), verifies every candidate through the
+judge — it must compile AND pass the problem's tests — and feeds new diagnostics into the next prompt.
+
+A reply that changes nothing, or leaves exactly the same errors, is a failed attempt that changes course:
+hints on, the other output format, rustc's suggestions applied to the model's candidate, then sampling with
+a fresh seed. The same prompt is never sent greedily twice for one problem (it would get the same answer).
+
+Nothing here knows about torch or the service: the model is a ``generate(prompts, row_tasks)`` callable, the
+sandbox is a ``judge`` with ``verify``, and routing is a ``route(diagnostics) -> Route`` callable.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+from agent.diagnostics import Diagnostic, error_codes, signature
+from agent.episodes import AttemptRecord, ProblemRecord
+from agent.problems import Problem, judgeable_errors, unavailable_crates
+from agent.prompt import Feedback, OutputFormat, build_messages, parse_reply, prompt_hash
+
+if TYPE_CHECKING:
+    from agent.sandbox import Sandbox
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_OUTPUT_FORMAT",
+    "STRATEGIES",
+    "FixLoop",
+    "Problem",
+    "Strategy",
+]
+
+Messages = list[dict[str, str]]
+
+
+class GenerationLike(Protocol):
+    """What the loop reads of one model reply (learner.runtime.Generation has these fields)."""
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def prompt_tokens(self) -> int: ...
+
+    @property
+    def completion_tokens(self) -> int: ...
+
+    @property
+    def seconds(self) -> float: ...
+
+
+GenerateFn = Callable[[list[Messages], list[int] | None], Sequence[GenerationLike]]
+#: Like GenerateFn, but samples (temperature > 0) with the given seed; the service binds the parameters.
+SampleFn = Callable[[list[Messages], list[int] | None, int], Sequence[GenerationLike]]
+
+
+class RouteLike(Protocol):
+    """router.Route: the task (None = base), its live coefficient version, and the bank row (-1 = base)."""
+
+    @property
+    def task(self) -> str | None: ...
+
+    @property
+    def version(self) -> int | None: ...
+
+    @property
+    def row(self) -> int: ...
+
+
+RouteFn = Callable[[Sequence[Diagnostic]], RouteLike]
+
+
+class CheckResultLike(Protocol):
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def diagnostics(self) -> Sequence[Diagnostic]: ...
+
+    @property
+    def duration_s(self) -> float: ...
+
+
+class Judge(Protocol):
+    """agent.sandbox.Sandbox: compiles the candidate in its mode/edition and runs the tests when given."""
+
+    def verify(self, source: str, mode: str = ..., edition: str = ..., tests: str | None = ...) -> Any: ...
+
+
+#: Applies rustc's suggested edits to a program (agent.suggestions.fix_with_suggestions, bound to a sandbox).
+SuggestFn = Callable[[str, str, str], str]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How to attack a problem. ``max_attempts`` counts model attempts; the suggestion pass is extra."""
+
+    name: str
+    max_attempts: int = 4
+    suggestions_first: bool = False
+    hints: bool = False
+    output_format: OutputFormat = "program"
+    sample_on_stall: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 0:
+            raise ValueError("max_attempts must be >= 0")
+        if self.output_format not in ("program", "edits"):
+            raise ValueError(f"output_format must be 'program' or 'edits', not {self.output_format!r}")
+        if self.max_attempts == 0 and not self.suggestions_first:
+            raise ValueError(f"strategy {self.name!r} does nothing: no attempts and no suggestion pass")
+
+
+#: The answer format the default model does better with (measured: docs/results.md).
+DEFAULT_OUTPUT_FORMAT: OutputFormat = "program"
+
+#: The strategies `dreamfix eval` compares.
+STRATEGIES: dict[str, Strategy] = {
+    "base": Strategy("base", max_attempts=1, sample_on_stall=False),
+    "loop": Strategy("loop", max_attempts=4),
+    "loop-suggest": Strategy("loop-suggest", max_attempts=4, suggestions_first=True),
+    "loop-hints": Strategy("loop-hints", max_attempts=4, suggestions_first=True, hints=True),
+    "rustfix": Strategy("rustfix", max_attempts=0, suggestions_first=True),
+}
+
+
+def _verdict_name(result: Any) -> str:
+    verdict = getattr(result, "verdict", None)
+    if verdict is None:
+        return "ok" if result.ok else "compile_error"
+    return str(getattr(verdict, "value", verdict))
+
+
+def _test_output(result: Any) -> str:
+    for name in ("test_output", "stdout", "output"):
+        value = getattr(result, name, None)
+        if isinstance(value, str) and value.strip():
+            return value
+    return str(getattr(result, "message", "") or "")
+
+
+def unified_diff(before: str, after: str) -> str:
+    lines = difflib.unified_diff(
+        before.splitlines(keepends=True), after.splitlines(keepends=True), "a/src/main.rs", "b/src/main.rs"
+    )
+    return "".join(lines)
+
+
+def _same_text(a: str, b: str) -> bool:
+    return [line.rstrip() for line in a.strip().splitlines()] == [
+        line.rstrip() for line in b.strip().splitlines()
+    ]
+
+
+def _error_shape(diagnostics: Sequence[Diagnostic]) -> tuple[str, tuple[tuple[str | None, str], ...]]:
+    """Two views of "the same errors": code@line signature, and the line-free (code, message) multiset."""
+    errors = [d for d in diagnostics if d.is_error]
+    return signature(errors), tuple(sorted((d.code, d.message) for d in errors))
+
+
+def _same_errors(a: Sequence[Diagnostic], b: Sequence[Diagnostic]) -> bool:
+    sig_a, msgs_a = _error_shape(a)
+    sig_b, msgs_b = _error_shape(b)
+    return sig_a == sig_b or msgs_a == msgs_b
+
+
+# rustc stops before borrow checking while type or name errors remain, so fixing those can REVEAL borrow
+# errors: fewer errors is not the only kind of progress, reaching a later phase is too.
+_BORROWCK_CODES = frozenset(
+    [
+        "E0373",
+        "E0381",
+        "E0382",
+        "E0384",
+        "E0499",
+        "E0500",
+        "E0501",
+        "E0502",
+        "E0503",
+        "E0505",
+        "E0506",
+        "E0507",
+        "E0508",
+        "E0509",
+        "E0510",
+        "E0515",
+        "E0521",
+        "E0524",
+        "E0594",
+        "E0596",
+        "E0597",
+        "E0626",
+        "E0712",
+        "E0713",
+        "E0716",
+    ]
+)
+
+
+def _phase(errors: Sequence[Diagnostic]) -> int:
+    """The earliest compiler phase still failing: 0 syntax, 1 names/types, 2 borrow checking, 3 none."""
+    phases = []
+    for d in errors:
+        if d.code in _BORROWCK_CODES or "lifetime may not live long enough" in d.message:
+            phases.append(2)
+        elif d.code is None:
+            phases.append(0)
+        else:
+            phases.append(1)
+    return min(phases, default=3)
+
+
+@dataclass
+class _State:
+    """The loop's working memory for one problem."""
+
+    problem: Problem
+    index: int
+    working: str  # the program the next prompt asks to fix (the original, or a candidate that made progress)
+    diagnostics: list[Diagnostic]  # the working program's diagnostics (what the prompt shows)
+    verdict: str
+    unavailable: list[str]  # crates the sandbox lacks: the problem cannot be verified
+    original_codes: list[str]
+    hints: bool
+    output_format: OutputFormat
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    feedback: Feedback | None = None
+    stalls: int = 0
+    suggest_candidate: bool = False
+    sample_next: bool = False
+    seen_prompts: set[str] = field(default_factory=set)
+    done: bool = False
+    fixed: bool = False
+    final_code: str = ""
+    final_status: str = "unfixed"
+    steps_to_green: int | None = None
+    wall_seconds: float = 0.0
+
+    @property
+    def verified(self) -> bool:
+        return not self.unavailable
+
+
+@dataclass
+class _Request:
+    state: _State
+    messages: Messages
+    hash: str
+    route: RouteLike
+    sampled: bool
+    seed: int | None
+
+
+class FixLoop:
+    """Runs a :class:`Strategy` over many problems at once; returns one :class:`ProblemRecord` each."""
+
+    def __init__(
+        self,
+        judge: Judge,
+        generate: GenerateFn,
+        route: RouteFn,
+        model_id: str | None,
+        *,
+        sample: SampleFn | None = None,
+        suggest: SuggestFn | None = None,
+        check_workers: int = 2,
+    ) -> None:
+        self.judge = judge
+        self.generate = generate
+        self.route = route
+        self.model_id = model_id
+        self.sample = sample
+        self.suggest = suggest if suggest is not None else self._default_suggest
+        self.check_workers = max(1, check_workers)
+
+    # ----------------------------------------------------------------------------------------- plumbing
+
+    def _default_suggest(self, source: str, mode: str, edition: str) -> str:
+        """rustc's machine-applicable edits; if they do not make it compile, the maybe-incorrect ones too.
+        Every candidate is verified afterwards, so a wrong suggestion costs one check, never a wrong answer."""
+        from agent.suggestions import fix_with_suggestions
+
+        sandbox = cast("Sandbox", self.judge)
+        safe = fix_with_suggestions(sandbox, source, mode, edition, rounds=3)
+        if safe.result.ok:
+            return safe.source
+        bold = fix_with_suggestions(sandbox, source, mode, edition, rounds=3, include_maybe_incorrect=True)
+        if bold.result.ok or len(bold.result.errors) < len(safe.result.errors):
+            return bold.source
+        return safe.source
+
+    def _verify_all(self, jobs: list[tuple[str, Problem]]) -> list[Any]:
+        def one(job: tuple[str, Problem]) -> Any:
+            source, problem = job
+            return self.judge.verify(source, problem.mode, problem.edition, problem.tests)
+
+        if len(jobs) <= 1:
+            return [one(j) for j in jobs]
+        with ThreadPoolExecutor(max_workers=self.check_workers) as pool:
+            return list(pool.map(one, jobs))
+
+    # ------------------------------------------------------------------------------------------- the run
+
+    def run(self, problems: Sequence[Problem], strategy: Strategy) -> list[ProblemRecord]:
+        t0 = time.monotonic()
+        ids = [p.id for p in problems]
+        if len(set(ids)) != len(ids):
+            raise ValueError("problem ids must be unique within one run")
+        states = self._start(problems, strategy, t0)
+        if strategy.suggestions_first:
+            self._suggestion_pass([s for s in states if not s.done], t0)
+        for _ in range(strategy.max_attempts):
+            open_states = [s for s in states if not s.done]
+            if not open_states:
+                break
+            self._model_round(open_states, strategy, t0)
+        for state in states:
+            if not state.done:
+                self._close(state, t0, status="unverified" if not state.verified else "unfixed")
+        return [self._record(s, strategy) for s in states]
+
+    def _start(self, problems: Sequence[Problem], strategy: Strategy, t0: float) -> list[_State]:
+        results = self._verify_all([(p.source, p) for p in problems])
+        states = []
+        for index, (problem, result) in enumerate(zip(problems, results, strict=True)):
+            diagnostics = list(result.diagnostics)
+            verdict = _verdict_name(result)
+            unavailable = (
+                unavailable_crates(diagnostics, problem.source) if verdict == "compile_error" else []
+            )
+            if unavailable and problem.client_diagnostics:
+                diagnostics = list(problem.client_diagnostics)  # the client's compiler had the crates
+            state = _State(
+                problem=problem,
+                index=index,
+                working=problem.source,
+                diagnostics=diagnostics,
+                verdict=verdict,
+                unavailable=unavailable,
+                original_codes=error_codes(diagnostics),
+                hints=strategy.hints,
+                output_format=strategy.output_format,
+                final_code=problem.source,
+            )
+            if result.ok:
+                state.fixed, state.steps_to_green = True, 0
+                self._close(state, t0, status="already_ok")
+            elif verdict not in ("compile_error", "test_failed"):
+                self._close(state, t0, status=verdict)  # invalid input, timeout, ...: nothing to repair
+            elif verdict == "test_failed":
+                state.feedback = Feedback(
+                    "the program compiles but its tests fail", None, (), _test_output(result)
+                )
+            states.append(state)
+        return states
+
+    def _close(self, state: _State, t0: float, *, status: str) -> None:
+        state.done = True
+        state.final_status = status
+        state.wall_seconds = time.monotonic() - t0
+
+    def _is_green(self, state: _State, result: Any) -> bool:
+        """Verified problems: the judge's ok. Unverifiable ones: no errors left but the missing crates'."""
+        if result.ok or state.verified:
+            return bool(result.ok)
+        return _verdict_name(result) == "compile_error" and not judgeable_errors(
+            result.diagnostics, state.problem.source
+        )
+
+    # ------------------------------------------------------------------------------- suggestion pass
+
+    def _suggestion_pass(self, states: list[_State], t0: float) -> None:
+        """rustc's own suggested edits first: free, and sometimes all a problem needs."""
+        todo = []
+        for state in states:
+            if not state.verified or state.verdict != "compile_error":
+                continue
+            start = time.monotonic()
+            candidate = self.suggest(state.working, state.problem.mode, state.problem.edition)
+            if not _same_text(candidate, state.working):
+                todo.append((state, candidate, time.monotonic() - start))
+        results = self._verify_all([(candidate, state.problem) for state, candidate, _ in todo])
+        for (state, candidate, spent), result in zip(todo, results, strict=True):
+            self._take_result(
+                state,
+                candidate,
+                result,
+                strategy="suggestions",
+                reply="",
+                route=None,
+                request_hash=None,
+                generation=None,
+                extra_check_seconds=spent,
+                t0=t0,
+            )
+
+    # ----------------------------------------------------------------------------------- model rounds
+
+    def _prompt_for(self, state: _State, strategy: Strategy) -> _Request | None:
+        """The next request for a problem; escalates the course until the prompt is one not yet sent."""
+        route = self.route(state.diagnostics)
+        for _ in range(4):
+            messages = build_messages(
+                state.working,
+                state.diagnostics,
+                hints=state.hints,
+                output_format=state.output_format,
+                feedback=state.feedback,
+            )
+            digest = prompt_hash(messages)
+            sampled = state.sample_next and self.sample is not None and strategy.sample_on_stall
+            if sampled or digest not in state.seen_prompts:
+                seed = None
+                if sampled:
+                    seed = int(
+                        hashlib.sha256(f"{state.problem.id}:{len(state.attempts)}".encode()).hexdigest()[:8],
+                        16,
+                    )
+                return _Request(state, messages, digest, route, sampled, seed)
+            # This exact prompt was sent before and greedy decoding would answer it the same way.
+            if not state.hints:
+                state.hints = True
+            elif strategy.sample_on_stall and self.sample is not None:
+                state.sample_next = True
+            else:
+                state.output_format = "edits" if state.output_format == "program" else "program"
+        return None
+
+    def _model_round(self, states: list[_State], strategy: Strategy, t0: float) -> None:
+        requests = []
+        for state in states:
+            request = self._prompt_for(state, strategy)
+            if request is None:
+                self._close(state, t0, status="exhausted" if state.verified else "unverified")
+                continue
+            state.seen_prompts.add(request.hash)
+            requests.append(request)
+        if not requests:
+            return
+        greedy = [r for r in requests if not r.sampled]
+        sampled = [r for r in requests if r.sampled]
+        replies: dict[int, GenerationLike] = {}
+        if greedy:
+            outs = self.generate([r.messages for r in greedy], [r.route.row for r in greedy])
+            self._check_count(outs, greedy)
+            replies.update({id(r): g for r, g in zip(greedy, outs, strict=True)})
+        if sampled and self.sample is not None:
+            # One seed per call: the runtime seeds the whole batch; rows still differ by their prompts.
+            seed = min(r.seed or 0 for r in sampled)
+            outs = self.sample([r.messages for r in sampled], [r.route.row for r in sampled], seed)
+            self._check_count(outs, sampled)
+            replies.update({id(r): g for r, g in zip(sampled, outs, strict=True)})
+
+        candidates: list[tuple[_Request, GenerationLike, str | None]] = []
+        for request in requests:
+            generation = replies[id(request)]
+            state = request.state
+            candidate = parse_reply(generation.text, state.working, state.output_format)
+            candidates.append((request, generation, candidate))
+
+        to_check = [
+            (c, r.state.problem)
+            for r, _, c in candidates
+            if c is not None and not _same_text(c, r.state.working)
+        ]
+        results = iter(self._verify_all(to_check))
+        for request, generation, candidate in candidates:
+            state = request.state
+            label = "model+hints" if state.hints else "model"
+            if state.output_format == "edits":
+                label += "+edits"
+            if request.sampled:
+                label += "+sampled"
+            if candidate is None or _same_text(candidate, state.working):
+                note = "no code in the reply" if candidate is None else "unchanged reply"
+                self._failed_without_check(state, candidate, generation, request, label, note)
+                continue
+            self._take_result(
+                state,
+                candidate,
+                next(results),
+                strategy=label,
+                reply=generation.text,
+                route=request.route,
+                request_hash=request.hash,
+                generation=generation,
+                extra_check_seconds=0.0,
+                t0=t0,
+            )
+
+    @staticmethod
+    def _check_count(outs: Sequence[GenerationLike], requests: list[_Request]) -> None:
+        if len(outs) != len(requests):
+            raise RuntimeError(f"generate returned {len(outs)} replies for {len(requests)} prompts")
+
+    # -------------------------------------------------------------------------------- attempt outcomes
+
+    def _attempt(
+        self,
+        state: _State,
+        *,
+        strategy: str,
+        candidate: str,
+        verdict: str,
+        after: Sequence[Diagnostic],
+        fixed: bool,
+        reply: str,
+        route: RouteLike | None,
+        request_hash: str | None,
+        generation: GenerationLike | None,
+        check_seconds: float,
+        note: str,
+    ) -> AttemptRecord:
+        record = AttemptRecord(
+            problem_id=state.problem.id,
+            content_hash=state.problem.content_hash,
+            attempt=len(state.attempts),
+            strategy=strategy,
+            route_task=route.task if route is not None else None,
+            route_version=route.version if route is not None else None,
+            prompt_hash=request_hash,
+            model_id=self.model_id if generation is not None else None,
+            error_codes_before=error_codes(state.diagnostics),
+            error_codes_after=error_codes(after),
+            diff=unified_diff(state.working, candidate),
+            verdict=verdict,
+            fixed=fixed,
+            candidate=candidate,
+            reply=reply,
+            prompt_tokens=int(generation.prompt_tokens) if generation is not None else 0,
+            completion_tokens=int(generation.completion_tokens) if generation is not None else 0,
+            generate_seconds=float(generation.seconds) if generation is not None else 0.0,
+            check_seconds=check_seconds,
+            note=note,
+        )
+        state.attempts.append(record)
+        return record
+
+    def _stall(self, state: _State) -> None:
+        """No progress: change course for the next round (hints, suggestions on the candidate, format, sampling)."""
+        state.stalls += 1
+        state.suggest_candidate = True
+        if not state.hints:
+            state.hints = True
+        elif state.stalls >= 2:
+            state.output_format = "edits" if state.output_format == "program" else "program"
+        if state.stalls >= 2:
+            state.sample_next = True
+
+    def _failed_without_check(
+        self,
+        state: _State,
+        candidate: str | None,
+        generation: GenerationLike,
+        request: _Request,
+        label: str,
+        note: str,
+    ) -> None:
+        # Unchanged: the candidate IS the working program, whose verdict and errors we already know.
+        self._attempt(
+            state,
+            strategy=label,
+            candidate=candidate if candidate is not None else state.working,
+            verdict=state.verdict if candidate is not None else "no_candidate",
+            after=state.diagnostics,
+            fixed=False,
+            reply=generation.text,
+            route=request.route,
+            request_hash=request.hash,
+            generation=generation,
+            check_seconds=0.0,
+            note=note,
+        )
+        state.feedback = Feedback(
+            "the reply changed nothing" if candidate is not None else "the reply contained no program",
+            None,
+            state.diagnostics,
+        )
+        self._stall(state)
+
+    def _take_result(
+        self,
+        state: _State,
+        candidate: str,
+        result: Any,
+        *,
+        strategy: str,
+        reply: str,
+        route: RouteLike | None,
+        request_hash: str | None,
+        generation: GenerationLike | None,
+        extra_check_seconds: float,
+        t0: float,
+    ) -> None:
+        check_seconds = float(getattr(result, "duration_s", 0.0)) + extra_check_seconds
+        verdict = _verdict_name(result)
+        # After a stall, rustc's suggestions are applied to the model's candidate as well.
+        if (
+            generation is not None
+            and state.suggest_candidate
+            and state.verified
+            and verdict == "compile_error"
+        ):
+            start = time.monotonic()
+            polished = self.suggest(candidate, state.problem.mode, state.problem.edition)
+            if not _same_text(polished, candidate):
+                polished_result = self._verify_all([(polished, state.problem)])[0]
+                check_seconds += time.monotonic() - start
+                if polished_result.ok or len(judgeable_errors(polished_result.diagnostics, polished)) < len(
+                    judgeable_errors(result.diagnostics, candidate)
+                ):
+                    candidate, result, verdict = polished, polished_result, _verdict_name(polished_result)
+                    strategy += "+suggestions"
+        after = list(result.diagnostics)
+        green = self._is_green(state, result)
+        if green:
+            note = "" if state.verified else f"unverified: needs {', '.join(state.unavailable)}"
+            self._attempt(
+                state,
+                strategy=strategy,
+                candidate=candidate,
+                verdict=verdict,
+                after=after,
+                fixed=True,
+                reply=reply,
+                route=route,
+                request_hash=request_hash,
+                generation=generation,
+                check_seconds=check_seconds,
+                note=note,
+            )
+            state.fixed = True
+            state.final_code = candidate
+            state.steps_to_green = len(state.attempts)
+            self._close(state, t0, status="fixed" if state.verified else "unverified")
+            return
+
+        if not state.verified:
+            # Only the program's own errors are comparable: the sandbox lacks the crates the client has.
+            note, progress = "errors remain (cannot verify: crates unavailable)", False
+        elif verdict == "compile_error" and _same_errors(after, state.diagnostics):
+            note, progress = "no progress: the same errors remain", False
+        elif verdict == "compile_error":
+            before_errors = judgeable_errors(state.diagnostics, state.working)
+            after_errors = judgeable_errors(after, candidate)
+            if _phase(after_errors) > _phase(before_errors):
+                note, progress = "progress: only later-phase (borrow checker) errors remain", True
+            elif _phase(after_errors) == _phase(before_errors) and len(after_errors) < len(before_errors):
+                note, progress = "progress: fewer errors", True
+            else:
+                note, progress = "other errors", False
+        elif verdict == "test_failed":
+            note, progress = "compiles, but the tests fail", False
+        else:
+            note, progress = f"candidate rejected: {verdict}", False
+        self._attempt(
+            state,
+            strategy=strategy,
+            candidate=candidate,
+            verdict=verdict,
+            after=after,
+            fixed=False,
+            reply=reply,
+            route=route,
+            request_hash=request_hash,
+            generation=generation,
+            check_seconds=check_seconds,
+            note=note,
+        )
+        if progress:
+            # Keep the better program; the next prompt shows it with its own (fewer) errors.
+            state.working, state.diagnostics, state.verdict = candidate, after, verdict
+            state.final_code = candidate
+            state.feedback = None
+            return
+        if not state.verified:
+            state.feedback = Feedback(
+                "rustc still reports errors", candidate, judgeable_errors(after, state.problem.source)
+            )
+        elif note.startswith("no progress"):
+            state.feedback = Feedback("the same errors remain after its change", candidate, after)
+            self._stall(state)
+        elif verdict == "test_failed":
+            state.feedback = Feedback(
+                "it compiled but changed what the program does", candidate, (), _test_output(result)
+            )
+        elif verdict == "compile_error":
+            state.feedback = Feedback("its change caused other errors", candidate, after)
+        else:
+            state.feedback = Feedback(f"the candidate was rejected ({verdict})", candidate, after)
+
+    # ------------------------------------------------------------------------------------------ record
+
+    def _record(self, state: _State, strategy: Strategy) -> ProblemRecord:
+        problem = state.problem
+        return ProblemRecord(
+            problem_id=problem.id,
+            content_hash=problem.content_hash,
+            family=problem.family,
+            source=problem.source,
+            final_code=state.final_code,
+            fixed=state.fixed,
+            verified=state.verified,
+            steps_to_green=state.steps_to_green,
+            final_status=state.final_status,
+            strategy=strategy.name,
+            error_codes=state.original_codes,
+            attempts=state.attempts,
+            wall_seconds=state.wall_seconds,
+        )

@@ -1,0 +1,162 @@
+"""`dreamfix fix` and `dreamfix eval` through the real CLI entry point (tiny model, real sandbox)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from service.cli import main
+from service.settings import get_settings
+
+NEEDS_MUT = 'fn main() {\n    let count = 1;\n    count = 2;\n    println!("{count}");\n}\n'
+
+
+@pytest.fixture
+def settings_env(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("DREAMFIX_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DREAMFIX_MODEL", str(tiny_model_dir))
+    monkeypatch.setenv("DREAMFIX_AGENT__MAX_NEW_TOKENS", "8")
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def _write(tmp: Path, name: str, content: str | bytes) -> str:
+    path = tmp / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return str(path)
+
+
+def test_fix_reports_user_errors_clearly(settings_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fix", str(settings_env / "missing.rs")]) == 2
+    assert "cannot read source file" in capsys.readouterr().err
+    assert main(["fix", _write(settings_env, "latin1.rs", b'fn main() { let s = "\xe9"; }')]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+    src = _write(settings_env, "a.rs", NEEDS_MUT)
+    assert main(["fix", src, "--diagnostics", _write(settings_env, "d.txt", "all good here\n")]) == 2
+    assert "no rustc diagnostics found" in capsys.readouterr().err
+    assert main(["fix", src, "--server", "http://127.0.0.1:9"]) == 2
+    assert "cannot reach http://127.0.0.1:9/v1/fix" in capsys.readouterr().err
+
+
+def test_fix_in_process_returns_the_fixed_program_as_json(
+    settings_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = _write(settings_env, "needs_mut.rs", NEEDS_MUT)
+    assert main(["fix", src, "--json", "--max-attempts", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["fixed"] and result["verified"] and result["status"] == "fixed"
+    assert "let mut count = 1;" in result["code"]
+    assert "+    let mut count = 1;" in result["diff"]
+    assert result["error_codes"] == ["E0384"] and result["remaining_error_codes"] == []
+    assert [a["strategy"] for a in result["attempts"]] == ["suggestions"]
+    assert result["route"] is None  # rustc's suggestion did it; the model was not asked
+
+
+def test_fix_in_process_with_a_model_that_cannot_fix_exits_1(
+    settings_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = _write(settings_env, "typo.rs", 'fn main() {\n    let n: i32 = "five";\n    println!("{n}");\n}\n')
+    assert main(["fix", src, "--json", "--max-attempts", "2"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert not result["fixed"] and result["status"] == "unfixed" and result["code"].startswith("fn main")
+    assert len(result["attempts"]) == 2
+    assert result["route"] == {"task": "type_mismatch", "version": None}
+
+
+class _FakeFixServer(BaseHTTPRequestHandler):
+    """A stand-in HTTP peer speaking the documented /v1/fix contract; records what the CLI sent."""
+
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).received.append({"path": self.path, **body})
+        answer = json.dumps(
+            {
+                "fixed": True,
+                "verified": True,
+                "code": body["code"],
+                "diff": "",
+                "error_codes": [],
+                "attempts": [],
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def test_fix_via_server_posts_the_documented_request(
+    settings_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = HTTPServer(("127.0.0.1", 0), _FakeFixServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        src = _write(settings_env, "a.rs", NEEDS_MUT)
+        diags = _write(
+            settings_env, "d.txt", "error[E0384]: cannot assign twice to immutable variable `count`\n"
+        )
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        code = main(["fix", src, "--server", url, "--json", "--edition", "2018", "--diagnostics", diags])
+    finally:
+        server.shutdown()
+    assert code == 0
+    (request,) = _FakeFixServer.received
+    assert request["path"] == "/v1/fix"
+    assert (request["code"], request["mode"], request["edition"]) == (NEEDS_MUT, "bin", "2018")
+    assert "E0384" in request["diagnostics"]
+    assert json.loads(capsys.readouterr().out)["fixed"] is True
+
+
+@pytest.mark.slow
+def test_eval_rustfix_needs_no_model_and_writes_json(
+    settings_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = settings_env / "results.json"
+    assert main(["eval", "--strategy", "rustfix", "--family", "mutability", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "== rustfix" in printed and "mutability" in printed
+    report = json.loads(out.read_text())
+    entry = report["strategies"]["rustfix"]
+    assert entry["complete"] and report["model"] is None
+    records = entry["records"]
+    assert records and all(r["family"] == "mutability" for r in records)
+    assert entry["stats"]["ALL"]["fixed"] == sum(r["fixed"] and r["verified"] for r in records)
+    assert all(a["strategy"] == "suggestions" for r in records for a in r["attempts"])
+
+
+@pytest.mark.slow
+def test_eval_base_with_the_tiny_model_across_formats(
+    settings_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = settings_env / "results.json"
+    argv = ["eval", "--strategy", "base", "--limit", "2", "--format", "program", "--format", "edits"]
+    assert main([*argv, "--out", str(out), "--max-new-tokens", "8"]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["strategies"]) == {"base@program", "base@edits"}
+    for entry in report["strategies"].values():
+        assert len(entry["records"]) == 2
+        assert all(len(r["attempts"]) == 1 for r in entry["records"])
+    families = {r["family"] for r in report["strategies"]["base@program"]["records"]}
+    assert len(families) == 2  # --limit takes koans across families in turn
+
+
+def test_eval_rejects_unknown_families(settings_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "--strategy", "rustfix", "--family", "nonesuch"]) == 2
+    assert "unknown family: nonesuch" in capsys.readouterr().err

@@ -1,0 +1,247 @@
+"""The fix loop against the real sandbox (rustc in its jail) and, once, the real tiny model.
+
+The model is replaced by small scripted ``generate`` callables where a test needs a known reply (the tiny
+model's replies are random text): that is the loop's real interface, and rustc judges every candidate.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pytest
+
+from agent.diagnostics import Diagnostic, parse_rendered
+from agent.koans import load_koans
+from agent.loop import STRATEGIES, FixLoop, Problem, Strategy
+from agent.metrics import repeat_error_rate
+from agent.prompt import format_program_answer
+from agent.sandbox import Sandbox, SandboxConfig
+from router import ActiveVersion, Route, RouteTable, TaskRouter, make_route_fn
+
+Messages = list[dict[str, str]]
+_PROGRAM = re.compile(r"```rust\n(.*?)\n```", re.S)
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    prompt_tokens: int = 100
+    completion_tokens: int = 20
+    seconds: float = 0.5
+
+
+class Scripted:
+    """A generate callable: ``answer(program_in_prompt, user_message) -> reply text``; records every call."""
+
+    def __init__(self, answer: Callable[[str, str], str]) -> None:
+        self.answer = answer
+        self.calls: list[tuple[list[Messages], list[int] | None]] = []
+
+    def __call__(self, prompts: list[Messages], row_tasks: list[int] | None) -> list[Reply]:
+        self.calls.append((prompts, row_tasks))
+        replies = []
+        for messages in prompts:
+            user = messages[-1]["content"]
+            match = _PROGRAM.search(user)
+            assert match is not None, "the prompt must show the program in a rust block"
+            replies.append(Reply(self.answer(match.group(1), user)))
+        return replies
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Sandbox:
+    return Sandbox(SandboxConfig(cache_dir=tmp_path_factory.mktemp("sandbox-cache")))
+
+
+def _route() -> Callable[[Sequence[Diagnostic]], Route]:
+    return make_route_fn(TaskRouter(), RouteTable())
+
+
+def _never(prompts: list[Messages], row_tasks: list[int] | None) -> list[Reply]:
+    raise AssertionError("the model must not be asked")
+
+
+LIB_BROKEN = """\
+pub fn double(x: i32) -> i32 {
+    let factor: i32 = "2";
+    x * factor
+}
+"""
+LIB_FIXED = LIB_BROKEN.replace('"2"', "2")
+LIB_TESTS = "#[test]\nfn doubles() { assert_eq!(double(4), 8); }\n"
+
+
+def test_reference_fixes_pass_in_one_batched_round(sandbox: Sandbox) -> None:
+    by_id = {k.id: k for k in load_koans()}
+    koans = [by_id[i] for i in ("moves-001", "borrows-002", "lifetimes-001", "traits-003")]
+    fixes = {k.broken.strip(): k.fixed for k in koans}
+    generate = Scripted(lambda program, _: format_program_answer(fixes[program.strip()]))
+    loop = FixLoop(sandbox, generate, _route(), "scripted-model")
+    records = loop.run([Problem.from_koan(k) for k in koans], STRATEGIES["loop"])
+
+    assert len(generate.calls) == 1 and len(generate.calls[0][0]) == 4  # one batched call
+    assert generate.calls[0][1] == [-1, -1, -1, -1]  # no published coefficients: base rows
+    for koan, record in zip(koans, records, strict=True):
+        assert (record.fixed, record.verified, record.final_status, record.steps_to_green) == (
+            True,
+            True,
+            "fixed",
+            1,
+        )
+        assert record.final_code.strip() == koan.fixed.strip()
+        assert record.error_codes == sorted(koan.codes)
+        (attempt,) = record.attempts
+        assert attempt.verdict == "ok" and attempt.fixed and attempt.strategy == "model"
+        assert attempt.error_codes_before == sorted(koan.codes) and attempt.error_codes_after == []
+        assert attempt.diff.startswith("--- a/src/main.rs") and "\n+" in attempt.diff
+        assert attempt.route_task == koan.family and attempt.route_version is None
+        assert attempt.prompt_hash and attempt.model_id == "scripted-model"
+        assert (attempt.prompt_tokens, attempt.completion_tokens) == (100, 20)
+        assert attempt.check_seconds > 0 and record.content_hash == Problem.from_koan(koan).content_hash
+
+
+def test_a_fix_that_compiles_but_breaks_the_tests_is_rejected_with_feedback(sandbox: Sandbox) -> None:
+    stub = "pub fn double(x: i32) -> i32 {\n    0\n}\n"
+
+    def answer(program: str, user: str) -> str:
+        return format_program_answer(LIB_FIXED if "tests failed" in user else stub)
+
+    generate = Scripted(answer)
+    loop = FixLoop(sandbox, generate, _route(), "m")
+    problem = Problem("double", LIB_BROKEN, "lib", "2021", LIB_TESTS, "type_mismatch")
+    (record,) = loop.run([problem], Strategy("loop", max_attempts=3))
+    first, second = record.attempts
+    assert (first.verdict, first.fixed, first.note) == ("test_failed", False, "compiles, but the tests fail")
+    assert second.fixed and record.steps_to_green == 2
+    assert record.final_code == LIB_FIXED
+
+
+def test_an_unchanged_reply_changes_course_and_no_prompt_is_sent_twice(sandbox: Sandbox) -> None:
+    echo = Scripted(lambda program, _: format_program_answer(program))
+    sampled_seeds: list[int] = []
+
+    def sample(prompts: list[Messages], row_tasks: list[int] | None, seed: int) -> list[Reply]:
+        sampled_seeds.append(seed)
+        return echo(prompts, row_tasks)
+
+    loop = FixLoop(sandbox, echo, _route(), "m", sample=sample)
+    problem = Problem("double", LIB_BROKEN, "lib", "2021", LIB_TESTS)
+    (record,) = loop.run([problem], Strategy("loop", max_attempts=4, hints=False))
+
+    assert [a.note for a in record.attempts] == ["unchanged reply"] * 4
+    # Stall 1: hints on. Stall 2: the other answer format, and sampling from then on (a fresh seed each time).
+    assert [a.strategy for a in record.attempts] == [
+        "model",
+        "model+hints",
+        "model+hints+edits+sampled",
+        "model+hints+sampled",
+    ]
+    greedy_prompts = [a.prompt_hash for a in record.attempts if "sampled" not in a.strategy]
+    assert len(set(greedy_prompts)) == len(greedy_prompts)
+    assert len(sampled_seeds) == 2 and sampled_seeds[0] != sampled_seeds[1]
+    assert "Hints:" in echo.calls[1][0][0][-1]["content"]
+    assert "A previous attempt failed: the reply changed nothing" in echo.calls[1][0][0][-1]["content"]
+    assert not record.fixed and record.final_status == "unfixed" and record.steps_to_green is None
+    assert repeat_error_rate([record]) == 1.0
+
+
+def test_a_candidate_with_fewer_errors_becomes_the_program_to_fix(sandbox: Sandbox) -> None:
+    two_errors = 'pub fn total(xs: &[i32]) -> i32 {\n    let sum = 0;\n    for x in xs {\n        sum += x;\n    }\n    let y: i32 = "1";\n    sum * y\n}\n'
+    halfway = two_errors.replace('let y: i32 = "1";', "let y: i32 = 1;")
+    fixed = halfway.replace("let sum = 0;", "let mut sum = 0;")
+    seen_programs: list[str] = []
+
+    def answer(program: str, user: str) -> str:
+        seen_programs.append(program)
+        return format_program_answer(halfway if program.strip() == two_errors.strip() else fixed)
+
+    tests = "#[test]\nfn sums() { assert_eq!(total(&[1, 2, 3]), 6); }\n"
+    loop = FixLoop(sandbox, Scripted(answer), _route(), "m")
+    (record,) = loop.run(
+        [Problem("total", two_errors, "lib", "2021", tests)], Strategy("loop", max_attempts=3)
+    )
+    # rustc reports the borrow error only once the type error is gone: a later phase counts as progress.
+    assert [a.note for a in record.attempts] == [
+        "progress: only later-phase (borrow checker) errors remain",
+        "",
+    ]
+    assert record.attempts[0].error_codes_before == ["E0308"]
+    assert record.attempts[0].error_codes_after == ["E0596"]  # `sum += x` needs `let mut sum`
+    assert seen_programs[1].strip() == halfway.strip()
+    assert record.fixed and record.steps_to_green == 2
+
+
+def test_rustc_suggestions_alone_can_fix_without_the_model(sandbox: Sandbox) -> None:
+    source = 'fn main() {\n    let count = 1;\n    count = 2;\n    println!("{count}");\n}\n'
+    loop = FixLoop(sandbox, _never, _route(), None)
+    (record,) = loop.run([Problem("mut", source, "bin", "2021")], STRATEGIES["rustfix"])
+    (attempt,) = record.attempts
+    assert attempt.strategy == "suggestions" and attempt.fixed and attempt.model_id is None
+    assert "let mut count = 1;" in record.final_code and record.steps_to_green == 1
+
+
+def test_already_compiling_and_invalid_programs_need_no_attempt(sandbox: Sandbox) -> None:
+    loop = FixLoop(sandbox, _never, _route(), None)
+    ok, bad = loop.run(
+        [
+            Problem("ok", "fn main() {}\n"),
+            Problem("bad", "fn main() {}\n", "bin", "2099"),
+        ],
+        STRATEGIES["loop"],
+    )
+    assert (ok.fixed, ok.final_status, ok.steps_to_green, ok.attempts) == (True, "already_ok", 0, [])
+    assert (bad.fixed, bad.final_status, bad.attempts) == (False, "invalid_input", [])
+    with pytest.raises(ValueError, match="unique"):
+        loop.run([Problem("x", "fn main() {}"), Problem("x", "fn main() {}")], STRATEGIES["loop"])
+
+
+def test_code_needing_unavailable_crates_is_answered_but_unverified(sandbox: Sandbox) -> None:
+    source = (
+        "use serde::Serialize;\n\n#[derive(Serialize)]\nstruct P { x: i32 }\n\n"
+        'fn main() {\n    let p = P { x: "1" };\n    println!("{}", serde_json::to_string(&p).unwrap());\n}\n'
+    )
+    client_output = (
+        'error[E0308]: mismatched types\n --> src/main.rs:7:20\n  |\n7 |     let p = P { x: "1" };\n'
+        "  |                    ^^^ expected `i32`, found `&str`\n"
+    )
+    fixed = source.replace('x: "1"', "x: 1")
+    generate = Scripted(lambda program, _: format_program_answer(fixed))
+    loop = FixLoop(sandbox, generate, _route(), "m")
+    problem = Problem("crates", source, "bin", "2021", None, None, tuple(parse_rendered(client_output)))
+    (record,) = loop.run([problem], STRATEGIES["loop-suggest"])
+    assert not record.verified and record.final_status == "unverified"
+    assert record.fixed and record.final_code == fixed
+    assert record.attempts[-1].route_task == "type_mismatch"  # routed by the client's diagnostics
+    assert "error[E0308]" in generate.calls[0][0][0][-1]["content"]
+
+
+def test_routes_reach_generate_as_row_tasks(sandbox: Sandbox) -> None:
+    by_id = {k.id: k for k in load_koans()}
+    koans = [by_id["moves-001"], by_id["borrows-002"]]
+    fixes = {k.broken.strip(): k.fixed for k in koans}
+    table = RouteTable({"moves": ActiveVersion(version=7, row=2)})
+    generate = Scripted(lambda program, _: format_program_answer(fixes[program.strip()]))
+    loop = FixLoop(sandbox, generate, make_route_fn(TaskRouter(), table), "m")
+    moves, borrows = loop.run([Problem.from_koan(k) for k in koans], STRATEGIES["base"])
+    assert generate.calls[0][1] == [2, -1]
+    assert (moves.attempts[0].route_task, moves.attempts[0].route_version) == ("moves", 7)
+    assert (borrows.attempts[0].route_task, borrows.attempts[0].route_version) == ("borrows", None)
+
+
+@pytest.mark.slow
+def test_the_real_tiny_runtime_end_to_end(sandbox: Sandbox, tiny_runtime: object) -> None:
+    from learner.runtime import GenerationParams, ModelRuntime, as_generate_fn
+
+    assert isinstance(tiny_runtime, ModelRuntime)
+    koans = [k for k in load_koans() if k.is_eval][:2]
+    generate = as_generate_fn(tiny_runtime, GenerationParams(max_new_tokens=16))
+    loop = FixLoop(sandbox, generate, _route(), tiny_runtime.model_id)
+    records = loop.run([Problem.from_koan(k) for k in koans], Strategy("loop", max_attempts=2))
+    for record in records:
+        assert not record.fixed and record.final_status == "unfixed"  # random weights fix nothing
+        assert len(record.attempts) == 2
+        for attempt in record.attempts:
+            assert attempt.model_id == "tiny-qwen2-seed0" and attempt.prompt_tokens > 100
+            assert 0 < attempt.completion_tokens <= 16 and attempt.note
