@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     port: int = 8000
     log_level: str = "INFO"
     log_json: bool = False
+    sandbox_cache: Path | None = None  # default: <data_dir>/sandbox-cache
 
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
@@ -132,7 +133,7 @@ class Settings(BaseSettings):
 
     @property
     def sandbox_cache_dir(self) -> Path:
-        return self.data_dir / "sandbox-cache"
+        return self.sandbox_cache or self.data_dir / "sandbox-cache"
 
 
 @lru_cache(maxsize=1)

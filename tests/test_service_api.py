@@ -28,6 +28,8 @@ MOVED = 'fn main() { let s = String::from("hi"); let t = s; println!("{} {}", s,
 def make_settings(tmp: Path, model_dir: Path, **overrides: Any) -> Settings:
     base: dict[str, Any] = {
         "data_dir": tmp,
+        # One sandbox result cache per test session: the koans' verdicts are the same in every test.
+        "sandbox_cache": tmp.parent / "sandbox-cache",
         "model": str(model_dir),
         "admin_token": TOKEN,
         "scheduler": {"enabled": False},

@@ -11,17 +11,17 @@ import sys
 from pathlib import Path
 
 from agent.koans import EDITIONS, MODES
-from agent.sandbox import CheckResult, Sandbox, SandboxConfig, SandboxUnavailable, Verdict
+from agent.sandbox import CheckResult, Sandbox, Verdict
 from service.cli import CliError
+from service.compose import CompositionError, make_sandbox
 from service.settings import Settings, get_settings
 
 
 def build_sandbox(settings: Settings) -> Sandbox:
     """The sandbox the settings describe (``DREAMFIX_SANDBOX__*``), with its on-disk result cache."""
-    config = SandboxConfig(**settings.sandbox.model_dump(), cache_dir=settings.sandbox_cache_dir)
     try:
-        return Sandbox(config)
-    except SandboxUnavailable as exc:
+        return make_sandbox(settings)
+    except CompositionError as exc:
         raise CliError(str(exc)) from exc
 
 

@@ -19,20 +19,14 @@ from agent.loop import DEFAULT_OUTPUT_FORMAT, FixLoop, Problem, Strategy, unifie
 from agent.sandbox import Sandbox
 from router import RouteTable, TaskRouter, make_route_fn
 from service.cli import CliError
-from service.compose import CompositionError, generation_params, make_sandbox
+from service.cli.check import build_sandbox
+from service.compose import generation_params
 from service.compose import load_runtime as compose_load_runtime
 from service.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from agent.episodes import ProblemRecord
     from learner.runtime import ModelRuntime
-
-
-def build_sandbox(settings: Settings) -> Sandbox:
-    try:
-        return make_sandbox(settings)
-    except CompositionError as exc:
-        raise CliError(str(exc)) from exc
 
 
 def load_runtime(settings: Settings) -> ModelRuntime:
