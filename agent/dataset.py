@@ -9,13 +9,12 @@ reported so a drifting generator is caught.
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from agent.generators import Example, closest_to_eval, draw_unique, normalize, registry
+from agent.generators import Example, closest_to_eval, draw_unique, near_any, normalize, registry
 from agent.koans import Koan
 from agent.sandbox import Job, Sandbox
 
@@ -41,18 +40,10 @@ class FamilyReport:
 
 def reproduces_eval(example: Example, targets: Sequence[str]) -> bool:
     """True when the example's broken or fixed program is at least MAX_EVAL_SIMILARITY-similar to any target
-    (normalised eval programs). The cheap upper bounds prune almost every pair before the real ratio."""
-    for text in (normalize(example.broken), normalize(example.fixed)):
-        for target in targets:
-            matcher = difflib.SequenceMatcher(None, text, target, autojunk=False)
-            if (
-                matcher.real_quick_ratio() < MAX_EVAL_SIMILARITY
-                or matcher.quick_ratio() < MAX_EVAL_SIMILARITY
-            ):
-                continue
-            if matcher.ratio() >= MAX_EVAL_SIMILARITY:
-                return True
-    return False
+    (normalised eval programs)."""
+    return any(
+        near_any(normalize(text), targets, MAX_EVAL_SIMILARITY) for text in (example.broken, example.fixed)
+    )
 
 
 def verify_examples(sandbox: Sandbox, examples: Sequence[Example]) -> list[str | None]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.generators import normalize, registry, similarity
+from agent.generators import near_any, normalize, registry
 from agent.koans import Koan, eval_koans, train_koans
 from agent.loop import DEFAULT_OUTPUT_FORMAT, Strategy
 from agent.problems import Problem
@@ -76,15 +76,7 @@ class EvalGuard:
         text = normalize(pair.source)
         if text in self.exact or normalize(pair.fixed) in self.exact:
             return True
-        return any(
-            similarity(text, other) >= EVAL_SIMILARITY_LIMIT
-            for other in self.texts
-            if _close_len(text, other)
-        )
-
-
-def _close_len(a: str, b: str) -> bool:
-    return 0.8 * len(b) <= len(a) <= 1.25 * len(b)
+        return near_any(text, self.texts, EVAL_SIMILARITY_LIMIT)
 
 
 def collect_pairs(ctx: RunContext, sandbox: Sandbox, koans_dir: Path | None = None) -> list[Pair]:

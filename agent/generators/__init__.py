@@ -60,6 +60,18 @@ def similarity(a: str, b: str) -> float:
     return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
 
 
+def near_any(text: str, targets: Iterable[str], limit: float) -> bool:
+    """True when normalised ``text`` is at least ``limit``-similar to any normalised target. The cheap upper
+    bounds (length ratio, character multiset) prune almost every pair before the quadratic ratio."""
+    for target in targets:
+        matcher = difflib.SequenceMatcher(None, text, target, autojunk=False)
+        if matcher.real_quick_ratio() < limit or matcher.quick_ratio() < limit:
+            continue
+        if matcher.ratio() >= limit:
+            return True
+    return False
+
+
 def draw_unique(generate: Generator, n: int, seed: int, max_tries_factor: int = 20) -> list[Example]:
     """Up to ``n`` examples with pairwise-distinct normalised broken programs (deterministic for a seed)."""
     rng = random.Random(seed)

@@ -1,0 +1,271 @@
+"""ModelRuntime on the tiny model: batching, stopping, sampling, prompt lookup and routing are exact."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import torch
+
+from learner import routing
+from learner.runtime import (
+    GenerationParams,
+    ModelRuntime,
+    as_generate_fn,
+    resolve_device,
+    resolve_dtype,
+)
+
+
+def chat(text: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": "Fix the Rust program."}, {"role": "user", "content": text}]
+
+
+# Different lengths on purpose: batches need left padding, and rows finish at different steps.
+PROMPTS = [
+    chat('fn main() { let s = String::from("hi"); let t = s; println!("{} {}", s, t); }'),
+    chat("x"),
+    chat(
+        "error[E0308]: mismatched types\nfn add(a: i32, b: i32) -> i32 { a + b }\nlet v: Vec<u32> = Vec::new();"
+    ),
+    chat("struct Point { x: f64 }"),
+    chat("match opt { Some(x) => x, None => 0 }"),
+]
+GREEDY = GenerationParams(max_new_tokens=16)
+
+
+def one_by_one(runtime: ModelRuntime, params: GenerationParams, tasks: list[int] | None = None) -> list[str]:
+    tasks = tasks or [-1] * len(PROMPTS)
+    return [runtime.generate([p], params, [t])[0].text for p, t in zip(PROMPTS, tasks, strict=True)]
+
+
+def test_batched_greedy_equals_one_by_one_and_keeps_order(tiny_runtime: ModelRuntime) -> None:
+    tiny_runtime.batch_size = 3  # two micro-batches, one of them padded
+    batched = tiny_runtime.generate(PROMPTS, GREEDY)
+    assert [g.text for g in batched] == one_by_one(tiny_runtime, GREEDY)
+    assert len({g.text for g in batched}) == len(PROMPTS)  # really different outputs, not one repeated
+    for prompt, generation in zip(PROMPTS, batched, strict=True):
+        assert generation.prompt_tokens == tiny_runtime.count_tokens(tiny_runtime.render(prompt))
+        assert generation.stopped_by == "length" and generation.completion_tokens == GREEDY.max_new_tokens
+        assert generation.seconds > 0
+
+
+def test_greedy_matches_transformers_generate_and_stops_at_eos(tiny_runtime: ModelRuntime) -> None:
+    model, tokenizer = tiny_runtime.model, tiny_runtime.tokenizer
+    prompt_ids = tokenizer(tiny_runtime.render(PROMPTS[0]), return_tensors="pt", add_special_tokens=False)
+    reference = model.generate(**prompt_ids, max_new_tokens=12, do_sample=False, eos_token_id=None)
+    ids = reference[0, prompt_ids["input_ids"].shape[1] :].tolist()
+    ours = tiny_runtime.generate([PROMPTS[0]], GenerationParams(max_new_tokens=12))[0]
+    assert ours.text == tokenizer.decode(ids, skip_special_tokens=True)
+
+    # Declare the 5th generated token an end-of-sequence token: generation must stop right before it.
+    tiny_runtime.eos_ids = {ids[4]}
+    ended = tiny_runtime.generate([PROMPTS[0]], GenerationParams(max_new_tokens=12))[0]
+    assert ended.stopped_by == "eos"
+    assert ended.text == tokenizer.decode(ids[: ids.index(ids[4])], skip_special_tokens=True)
+    assert ended.completion_tokens == ids.index(ids[4]) + 1
+
+
+def test_stop_strings_cut_the_text_at_the_first_stop(tiny_runtime: ModelRuntime) -> None:
+    full = tiny_runtime.generate([PROMPTS[2]], GenerationParams(max_new_tokens=40))[0].text
+    # Use an ASCII fragment from the middle of the greedy output as the stop string.
+    start = next(i for i in range(10, len(full) - 2) if full[i : i + 2].isascii() and full[i : i + 2].strip())
+    stop = full[start : start + 2]
+    expected = full[: full.find(stop)]
+    for lookup in (False, True):
+        params = GenerationParams(max_new_tokens=40, stop=["never-produced-zzz", stop], prompt_lookup=lookup)
+        cut = tiny_runtime.generate([PROMPTS[2]], params)[0]
+        assert (cut.text, cut.stopped_by) == (expected, "stop")
+        assert cut.completion_tokens < 40
+
+
+def test_prompt_lookup_is_exactly_greedy(tiny_runtime: ModelRuntime) -> None:
+    params = GenerationParams(max_new_tokens=24)
+    looked_up = tiny_runtime.generate(PROMPTS, GenerationParams(max_new_tokens=24, prompt_lookup=True))
+    assert [g.text for g in looked_up] == one_by_one(tiny_runtime, params)
+
+
+def make_copier(runtime: ModelRuntime, prompt: list[dict[str, str]], source: str, every: int) -> None:
+    """Turn the random model into one that mostly copies ``source`` (as a fixing model copies its input):
+    a fixed, position-dependent logit bonus, except at every ``every``-th token, where the model's own random
+    choice breaks the copy. Deterministic per position, so greedy decoding stays well defined."""
+    tokenizer = runtime.tokenizer
+    prompt_length = len(tokenizer(runtime.render(prompt), add_special_tokens=False)["input_ids"])
+    source_ids = tokenizer(source, add_special_tokens=False)["input_ids"]
+    positions: dict[str, torch.Tensor] = {}
+
+    def remember_positions(module: torch.nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
+        positions["ids"] = kwargs["position_ids"]
+
+    def copy_bonus(module: torch.nn.Module, args: Any, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.clone()
+        for j, position in enumerate(positions["ids"][0, -logits.shape[1] :].tolist()):
+            generated_index = position + 1 - prompt_length
+            if generated_index >= 0 and generated_index % every != every - 1:
+                logits[0, j, source_ids[generated_index % len(source_ids)]] += 1000.0
+        return logits
+
+    runtime.model.register_forward_pre_hook(remember_positions, with_kwargs=True)
+    runtime.model.lm_head.register_forward_hook(copy_bonus)
+
+
+def test_prompt_lookup_accepts_copied_drafts_in_fewer_passes_and_stays_exact(
+    tiny_runtime: ModelRuntime,
+) -> None:
+    source = 'fn main() {\n    let s = String::from("hi");\n    let t = s.clone();\n    println!("{} {}", s, t);\n}\n'
+    prompt = chat(f"```rust\n{source}```")
+    make_copier(tiny_runtime, prompt, source, every=9)
+    plain = tiny_runtime.generate([prompt], GenerationParams(max_new_tokens=64))[0]
+    tiny_runtime.lookup_stats.clear()
+    fast = tiny_runtime.generate([prompt], GenerationParams(max_new_tokens=64, prompt_lookup=True))[0]
+    assert fast.text == plain.text and fast.completion_tokens == plain.completion_tokens == 64
+    stats = tiny_runtime.lookup_stats
+    assert stats["accepted"] >= 32  # most copied tokens came from verified drafts ...
+    assert stats["drafted"] > stats["accepted"]  # ... some drafts were rejected and rolled back ...
+    assert stats["passes"] <= 32  # ... in at most half the forward passes of plain decoding
+
+
+def test_sampling_is_reproducible_per_seed_and_independent_of_batching(tiny_runtime: ModelRuntime) -> None:
+    params = GenerationParams(max_new_tokens=12, temperature=1.0, seed=11)
+    first = [g.text for g in tiny_runtime.generate(PROMPTS, params)]
+    assert [g.text for g in tiny_runtime.generate(PROMPTS, params)] == first
+    other_seed = [
+        g.text
+        for g in tiny_runtime.generate(PROMPTS, GenerationParams(max_new_tokens=12, temperature=1.0, seed=12))
+    ]
+    assert other_seed != first
+    assert first != [g.text for g in tiny_runtime.generate(PROMPTS, GREEDY)][:5]
+    # Prompt i always draws from seed + i, whatever else is in its micro-batch.
+    tiny_runtime.batch_size = 1
+    assert [g.text for g in tiny_runtime.generate(PROMPTS, params)] == first
+
+
+def test_tiny_top_p_keeps_only_the_most_likely_token(tiny_runtime: ModelRuntime) -> None:
+    nucleus = GenerationParams(max_new_tokens=16, temperature=1.5, top_p=1e-6, seed=0)
+    assert [g.text for g in tiny_runtime.generate(PROMPTS, nucleus)] == [
+        g.text for g in tiny_runtime.generate(PROMPTS, GenerationParams(max_new_tokens=16))
+    ]
+
+
+class ScaleBank:
+    """Stand-in for the Share bank: a snapshot maps task -> an offset the test layer adds to its rows."""
+
+    def __init__(self, offsets: dict[int, float]) -> None:
+        self.offsets = offsets
+        self.snapshots = 0
+
+    def snapshot(self) -> dict[int, float]:
+        self.snapshots += 1
+        return dict(self.offsets)
+
+
+def install_routed_layer(runtime: ModelRuntime, seen: list[Any]) -> None:
+    """Make one MLP read the routing context like a Share layer does: a per-row, per-task change."""
+
+    def hook(module: torch.nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+        context = routing.current()
+        seen.append(context)
+        if context is None:
+            return output
+        assert context.row_tasks.shape == (output.shape[0],)
+        offsets = torch.tensor([context.snapshot.get(int(t), 0.0) for t in context.row_tasks])
+        return output + offsets[:, None, None]
+
+    runtime.model.model.layers[0].mlp.down_proj.register_forward_hook(hook)
+
+
+def test_routing_applies_each_rows_task_inside_mixed_batches(tiny_runtime: ModelRuntime) -> None:
+    seen: list[Any] = []
+    install_routed_layer(tiny_runtime, seen)
+    base = [g.text for g in tiny_runtime.generate(PROMPTS, GREEDY)]
+    assert seen and all(context is None for context in seen)  # no bank: nothing routed
+
+    bank = ScaleBank({5: 3.0, 2: -3.0})
+    tiny_runtime.bank = bank
+    tasks = [5, -1, 2, -1, 5]
+    seen.clear()
+    mixed = [g.text for g in tiny_runtime.generate(PROMPTS, GREEDY, tasks)]
+    assert bank.snapshots == 1  # one pinned snapshot per call
+    prefill = seen[0]
+    assert sorted(prefill.row_tasks.tolist()) == sorted(tasks)  # all tasks share one batch
+    assert mixed == one_by_one(tiny_runtime, GREEDY, tasks)
+    assert [m == b for m, b in zip(mixed, base, strict=True)] == [t == -1 for t in tasks]
+
+    looked_up = tiny_runtime.generate(PROMPTS, replace(GREEDY, prompt_lookup=True), tasks)
+    assert [g.text for g in looked_up] == mixed
+    assert routing.current() is None  # the context does not leak out of generate
+
+    # A caller may pin its own snapshot (one per request, across the rounds of its fix loop).
+    seen.clear()
+    pinned, taken = {5: 3.0}, bank.snapshots
+    tiny_runtime.generate(PROMPTS[:1], GREEDY, [5], snapshot=pinned)
+    assert seen and all(context.snapshot is pinned for context in seen) and bank.snapshots == taken
+
+
+def test_concurrent_callers_get_the_same_results_as_sequential(tiny_runtime: ModelRuntime) -> None:
+    expected = [g.text for g in tiny_runtime.generate(PROMPTS, GREEDY)]
+    results: list[list[str]] = []
+
+    def call() -> None:
+        results.append([g.text for g in tiny_runtime.generate(PROMPTS, GREEDY)])
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [expected] * 3
+
+
+def test_as_generate_fn_is_the_agents_plain_callable(tiny_runtime: ModelRuntime) -> None:
+    generate = as_generate_fn(tiny_runtime, GREEDY)
+    assert [g.text for g in generate(PROMPTS[:2], None)] == [
+        g.text for g in tiny_runtime.generate(PROMPTS[:2], GREEDY)
+    ]
+    assert generate([], None) == []
+
+
+def test_load_from_a_model_folder_matches_the_in_memory_model(
+    tiny_model_dir, tiny_runtime: ModelRuntime
+) -> None:
+    loaded = ModelRuntime.load(str(tiny_model_dir), dtype="float32", device="cpu")
+    assert loaded.model.dtype == torch.float32
+    assert [g.text for g in loaded.generate(PROMPTS[:2], GREEDY)] == [
+        g.text for g in tiny_runtime.generate(PROMPTS[:2], GREEDY)
+    ]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_new_tokens": 0},
+        {"temperature": -1.0},
+        {"top_p": 0.0},
+        {"top_p": 1.5},
+        {"stop": "abc"},
+        {"stop": [""]},
+    ],
+)
+def test_bad_generation_params_are_rejected(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        GenerationParams(**kwargs)
+
+
+def test_bad_requests_get_clear_errors(tiny_runtime: ModelRuntime) -> None:
+    with pytest.raises(ValueError, match="row_tasks has 1 entries for 2 prompts"):
+        tiny_runtime.generate(PROMPTS[:2], GREEDY, [3])
+    with pytest.raises(ValueError, match="non-empty list"):
+        tiny_runtime.generate([[]], GREEDY)
+    with pytest.raises(ValueError, match="'role' and 'content'"):
+        tiny_runtime.generate([[{"role": "user"}]], GREEDY)
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        tiny_runtime.generate([chat("fn main() {} " * 2000)], GREEDY)
+    with pytest.raises(ValueError, match="unknown dtype"):
+        resolve_dtype("int3", "cpu")
+    with pytest.raises(ValueError, match="float16 is only supported on CUDA"):
+        resolve_dtype("float16", "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
