@@ -413,7 +413,8 @@ class Night:
         return ctx.summary
 
     def _merge_due(self, latest_run_id: int) -> bool:
-        """Phase 3 every ``merge_every``-th night in a basis (counting this one), and always when φ > 0."""
+        """Phase 3 every ``merge_every``-th night in a basis (counting the night that made it and this one), and
+        always when φ > 0."""
         share = self.settings.share
         if share.phi > 0:
             return True
@@ -423,7 +424,7 @@ class Night:
             nights = sum(
                 1
                 for r in RunRepository(s).recent("night", limit=1000)
-                if r.status == "succeeded" and r.id > latest_run_id
+                if r.status == "succeeded" and r.id >= latest_run_id
             )
         return (nights + 1) % share.merge_every == 0
 

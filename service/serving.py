@@ -221,14 +221,12 @@ class ServingRuntime:
                 record, origin="client", problem_ref=problem.id, mode=req.mode, edition=req.edition
             )
             episode_id = row.id
-        model_attempt = next((a for a in record.attempts if a.strategy != "suggestions"), None)
-        route_of = model_attempt or (record.attempts[0] if record.attempts else None)
-        route_task = route_of.route_task if route_of else None
-        route_version = route_of.route_version if route_of else None
-        confidence = 0.0
-        if client_diags or record.attempts:
-            decision = self.router.route(client_diags or self._original_diagnostics(req))
-            confidence = decision.confidence
+        # The request's route: the task its diagnostics (the client's, else the sandbox's) route to and the
+        # version of that task in the snapshot pinned for this request. Attempts carry their own routes.
+        decision = self.router.route(client_diags or self._original_diagnostics(req))
+        route_task = decision.task
+        route_version = snapshot.versions.get(route_task) if snapshot is not None and route_task else None
+        confidence = decision.confidence
         from agent.loop import unified_diff
 
         return {
@@ -244,7 +242,7 @@ class ServingRuntime:
                     "verdict": a.verdict,
                     "fixed": a.fixed,
                     "error_codes": a.error_codes_after,
-                    "route": {"task": a.route_task, "version": a.route_version, "confidence": confidence},
+                    "route": {"task": a.route_task, "version": a.route_version, "confidence": None},
                     "note": a.note,
                     "seconds": round(a.generate_seconds + a.check_seconds, 3),
                 }

@@ -68,9 +68,11 @@ class CheckResponse(BaseModel):
 
 
 class RouteOut(BaseModel):
-    task: str | None = Field(description="Task whose coefficients served the request; null = base model.")
-    version: int | None
-    confidence: float = 0.0
+    task: str | None = Field(
+        description="Task the diagnostics route to; null = nothing matched (base model)."
+    )
+    version: int | None = Field(description="Active coefficient version of that task; null = base model.")
+    confidence: float | None = Field(default=None, description="Router confidence (request level only).")
 
 
 class AttemptOut(BaseModel):
