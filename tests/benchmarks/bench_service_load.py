@@ -37,6 +37,11 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--json", type=Path)
+    ap.add_argument(
+        "--distinct",
+        action="store_true",
+        help="make every request's code unique (no sandbox cache hits: every request runs rustc)",
+    )
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="dreamfix-load-"))
@@ -56,12 +61,15 @@ def main() -> int:
         start = time.monotonic()
         stop_at = start + args.seconds
 
+        counter = iter(range(10**9))
+
         def client() -> None:
             with httpx.Client(base_url=server.url, timeout=120) as c:
                 while time.monotonic() < stop_at:
+                    code = CODE + (f"// request {next(counter)}\n" if args.distinct else "")
                     t0 = time.monotonic()
                     try:
-                        r = c.post("/v1/fix", json={"code": CODE})
+                        r = c.post("/v1/fix", json={"code": code})
                         status = r.status_code
                         version = r.json().get("route", {}).get("version") if status == 200 else None
                     except httpx.HTTPError:
@@ -87,6 +95,7 @@ def main() -> int:
     after = Counter(v for t, v in versions if t > promoted_at + 2)
     report = {
         "clients": args.clients,
+        "distinct_code": args.distinct,
         "seconds": round(wall, 1),
         "requests": len(lat),
         "ok": ok,
