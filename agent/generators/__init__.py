@@ -10,6 +10,7 @@ generate``), which use ``normalize``/``similarity`` below.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import pkgutil
 import random
@@ -55,16 +56,30 @@ def normalize(source: str) -> str:
     return _SPACE.sub(" ", _COMMENT.sub(" ", source)).strip()
 
 
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+@functools.lru_cache(maxsize=8192)
+def _tokens(normalised: str) -> tuple[str, ...]:
+    return tuple(_TOKEN.findall(normalised))
+
+
+def _matcher(a: str, b: str) -> difflib.SequenceMatcher[str]:
+    """Compared token by token (identifiers, literals, punctuation): ~5x fewer elements than characters, so
+    the quadratic matcher is fast enough to compare thousands of draws with every eval koan."""
+    return difflib.SequenceMatcher(None, _tokens(a), _tokens(b), autojunk=False)
+
+
 def similarity(a: str, b: str) -> float:
-    """Similarity in [0, 1] of two normalised programs (difflib ratio); distance is 1 - similarity."""
-    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+    """Similarity in [0, 1] of two normalised programs (difflib ratio over tokens); distance = 1 - it."""
+    return _matcher(a, b).ratio()
 
 
 def near_any(text: str, targets: Iterable[str], limit: float) -> bool:
     """True when normalised ``text`` is at least ``limit``-similar to any normalised target. The cheap upper
     bounds (length ratio, character multiset) prune almost every pair before the quadratic ratio."""
     for target in targets:
-        matcher = difflib.SequenceMatcher(None, text, target, autojunk=False)
+        matcher = _matcher(text, target)
         if matcher.real_quick_ratio() < limit or matcher.quick_ratio() < limit:
             continue
         if matcher.ratio() >= limit:
@@ -98,7 +113,7 @@ def closest_to_eval(examples: Iterable[Example], eval_koans: Iterable[Koan]) -> 
     for example in examples:
         text = normalize(example.broken)
         for koan_id, target in targets:
-            matcher = difflib.SequenceMatcher(None, text, target, autojunk=False)
+            matcher = _matcher(text, target)
             if matcher.real_quick_ratio() <= best or matcher.quick_ratio() <= best:
                 continue
             ratio = matcher.ratio()
