@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from agent.loop import DEFAULT_OUTPUT_FORMAT, Strategy
 from agent.sandbox import Sandbox, SandboxConfig, SandboxUnavailable
@@ -53,6 +54,23 @@ def generation_params(settings: Settings) -> GenerationParams:
     from learner.runtime import GenerationParams
 
     return GenerationParams(max_new_tokens=settings.agent.max_new_tokens, temperature=0.0)
+
+
+def model_fns(
+    runtime: ModelRuntime, params: GenerationParams, snapshot: Any = None
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The fix loop's ``generate(prompts, row_tasks)`` and ``sample(prompts, row_tasks, seed)`` over one
+    runtime; ``snapshot`` pins the Share bank snapshot both use (None: the runtime's current one)."""
+    from dataclasses import replace
+
+    def generate(prompts: list[list[dict[str, str]]], row_tasks: list[int] | None) -> Any:
+        return runtime.generate(prompts, params, row_tasks, snapshot=snapshot)
+
+    def sample(prompts: list[list[dict[str, str]]], row_tasks: list[int] | None, seed: int) -> Any:
+        sampled = replace(params, temperature=0.7, top_p=0.95, seed=seed, prompt_lookup=False)
+        return runtime.generate(prompts, sampled, row_tasks, snapshot=snapshot)
+
+    return generate, sample
 
 
 def serving_strategy(

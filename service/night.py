@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.dataset import verify_examples
 from agent.generators import near_any, normalize, registry
 from agent.koans import Koan, eval_koans, train_koans
 from agent.loop import DEFAULT_OUTPUT_FORMAT, Strategy
@@ -107,7 +108,8 @@ def collect_pairs(ctx: RunContext, sandbox: Sandbox, koans_dir: Path | None = No
 
 
 def generated_pairs(n: int, sandbox: Sandbox, seed: int) -> list[Pair]:
-    """``n`` generator draws spread over the families, each re-verified (its fix passes its tests)."""
+    """``n`` generator draws spread over the families, each re-verified like the dataset (its broken program
+    fails with its codes, its fix passes its tests)."""
     if n <= 0:
         return []
     gens = registry()
@@ -119,11 +121,11 @@ def generated_pairs(n: int, sandbox: Sandbox, seed: int) -> list[Pair]:
     for family in sorted(gens):
         for _ in range(per_family):
             draws.append(gens[family](rng))
-    checks = sandbox.verify_many([Job(e.fixed, e.mode, e.edition, e.tests) for e in draws])
+    problems = verify_examples(sandbox, draws)
     return [
         Pair(e.broken, e.fixed, "generated", f"gen:{e.family}:{e.shape}", e.mode, e.edition)
-        for e, r in zip(draws, checks, strict=True)
-        if r.ok
+        for e, problem in zip(draws, problems, strict=True)
+        if problem is None
     ]
 
 

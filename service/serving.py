@@ -23,7 +23,7 @@ from agent.problems import Problem
 from agent.sandbox import Sandbox
 from router import Route, TaskRouter
 from router.table import BASE_ROW
-from service.compose import generation_params, serving_strategy
+from service.compose import generation_params, model_fns, serving_strategy
 from service.db.repositories import (
     AdapterRepository,
     BasisRepository,
@@ -34,7 +34,7 @@ from service.db.session import Database
 from service.settings import Settings
 
 if TYPE_CHECKING:
-    from learner.runtime import Generation, ModelRuntime
+    from learner.runtime import ModelRuntime
     from learner.share.bank import BankSnapshot, ShareBank
     from service.api.schemas import CheckRequest, FixRequest
 
@@ -161,38 +161,15 @@ class ServingRuntime:
 
         return route
 
-    def _generate_fn(self, snapshot: BankSnapshot | None) -> Callable[..., Sequence[Generation]]:
-        from learner.runtime import GenerationParams
-
-        runtime = self.runtime
-        assert runtime is not None
-        params = generation_params(self.settings)
-
-        def generate(
-            prompts: list[list[dict[str, str]]], row_tasks: list[int] | None
-        ) -> Sequence[Generation]:
-            return runtime.generate(prompts, params, row_tasks, snapshot=snapshot)
-
-        def sample(
-            prompts: list[list[dict[str, str]]], row_tasks: list[int] | None, seed: int
-        ) -> Sequence[Any]:
-            sampled = GenerationParams(
-                max_new_tokens=params.max_new_tokens, temperature=0.7, top_p=0.95, seed=seed, stop=params.stop
-            )
-            return runtime.generate(prompts, sampled, row_tasks, snapshot=snapshot)
-
-        generate.sample = sample  # type: ignore[attr-defined]
-        return generate
-
     def make_loop(self, snapshot: BankSnapshot | None) -> FixLoop:
         assert self.runtime is not None
-        generate = self._generate_fn(snapshot)
+        generate, sample = model_fns(self.runtime, generation_params(self.settings), snapshot)
         return FixLoop(
             self.sandbox,
             generate,
             self._route_fn(snapshot),
             self.runtime.model_id,
-            sample=generate.sample,  # type: ignore[attr-defined]
+            sample=sample,
             check_workers=self.settings.sandbox.max_concurrency,
         )
 

@@ -20,7 +20,7 @@ from agent.sandbox import Sandbox
 from router import RouteTable, TaskRouter, make_route_fn
 from service.cli import CliError
 from service.cli.check import build_sandbox
-from service.compose import generation_params
+from service.compose import generation_params, model_fns
 from service.compose import load_runtime as compose_load_runtime
 from service.settings import Settings, get_settings
 
@@ -64,13 +64,7 @@ def build_loop(
         prompt_lookup=prompt_lookup,
     )
 
-    def generate(prompts: list[list[dict[str, str]]], row_tasks: list[int] | None) -> list[Any]:
-        return runtime.generate(prompts, params, row_tasks)
-
-    def sample(prompts: list[list[dict[str, str]]], row_tasks: list[int] | None, seed: int) -> list[Any]:
-        sampled = replace(params, temperature=0.7, top_p=0.95, seed=seed, prompt_lookup=False)
-        return runtime.generate(prompts, sampled, row_tasks)
-
+    generate, sample = model_fns(runtime, params)
     return FixLoop(sandbox, generate, route, runtime.model_id, sample=sample, check_workers=workers)
 
 
