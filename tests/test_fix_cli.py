@@ -160,3 +160,45 @@ def test_eval_base_with_the_tiny_model_across_formats(
 def test_eval_rejects_unknown_families(settings_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", "--strategy", "rustfix", "--family", "nonesuch"]) == 2
     assert "unknown family: nonesuch" in capsys.readouterr().err
+
+
+def test_greedy_replies_decodes_each_prompt_once_and_keeps_the_order() -> None:
+    from service.cli.eval import GreedyReplies
+
+    calls: list[tuple[list[str], list[int] | None]] = []
+
+    def generate(prompts: list[list[dict[str, str]]], rows: list[int] | None) -> list[str]:
+        calls.append(([p[0]["content"] for p in prompts], rows))
+        return [
+            f"reply to {p[0]['content']} on row {r}" for p, r in zip(prompts, rows or [-1] * len(prompts))
+        ]
+
+    replies = GreedyReplies(generate)
+    a, b = [{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]
+    assert replies([a, b, a], [0, 0, 0]) == [
+        "reply to a on row 0",
+        "reply to b on row 0",
+        "reply to a on row 0",
+    ]
+    assert calls == [(["a", "b"], [0, 0])]
+    # Same prompt on another task row is another decode; a repeat on a known row is not.
+    assert replies([a, a], [1, 0]) == ["reply to a on row 1", "reply to a on row 0"]
+    assert calls[-1] == (["a"], [1])
+    assert (replies.hits, replies.misses) == (2, 3)  # the repeated 'a' in the first call, then row 0
+
+
+@pytest.mark.slow
+def test_eval_loop_replays_the_base_strategys_first_reply(
+    settings_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = settings_env / "results.json"
+    # One attempt: the tiny model's 2k context cannot hold a feedback prompt; the first attempt is the point.
+    argv = ["eval", "--strategy", "base", "--strategy", "loop", "--limit", "2", "--max-attempts", "1"]
+    assert main([*argv, "--out", str(out), "--max-new-tokens", "8"]) == 0
+    report = json.loads(out.read_text())
+    base, loop = report["strategies"]["base"], report["strategies"]["loop"]
+    assert base["replayed_attempts"] == 0
+    assert loop["replayed_attempts"] == 2  # each koan's first loop prompt is the base one-shot prompt
+    for b, lp in zip(base["records"], loop["records"], strict=True):
+        assert lp["attempts"][0]["prompt_hash"] == b["attempts"][0]["prompt_hash"]
+        assert lp["attempts"][0]["reply"] == b["attempts"][0]["reply"]

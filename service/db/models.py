@@ -179,3 +179,21 @@ class MetricPoint(Base):
     value: Mapped[float] = mapped_column(Float)
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+
+
+class ExperimentRun(Base):
+    """One ``dreamfix experiment`` run (continual-learning studies): its config, partial then final result,
+    so a long study survives a crash and its numbers can be re-plotted without re-running it."""
+
+    __tablename__ = "experiment_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)  # strategies|heatmap|sequential|subspace|sweep
+    name: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))  # running | succeeded | failed | interrupted
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column()
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    wall_seconds: Mapped[float | None] = mapped_column(Float)

@@ -14,7 +14,17 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, selectinload
 
 from agent.episodes import ProblemRecord
-from service.db.models import AdapterVersion, Attempt, Basis, Lease, MetricPoint, Problem, RouteState, Run
+from service.db.models import (
+    AdapterVersion,
+    Attempt,
+    Basis,
+    ExperimentRun,
+    Lease,
+    MetricPoint,
+    Problem,
+    RouteState,
+    Run,
+)
 
 
 def process_identity() -> str:
@@ -335,6 +345,60 @@ class MetricRepository:
         q = select(MetricPoint).order_by(MetricPoint.id.desc()).limit(limit)
         if name:
             q = q.where(MetricPoint.name == name)
+        return self.s.scalars(q).all()
+
+
+# ---------------------------------------------------------------- experiments
+class ExperimentRepository:
+    """``dreamfix experiment`` runs. A run is written when it starts and updated as results come in, so a
+    crashed or interrupted study still leaves its partial numbers behind."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def _row(self, run_id: int) -> ExperimentRun:
+        row = self.s.get(ExperimentRun, run_id)
+        if row is None:
+            raise LookupError(f"no experiment run {run_id}")
+        return row
+
+    def start(self, kind: str, name: str, config: dict[str, Any]) -> ExperimentRun:
+        row = ExperimentRun(kind=kind, name=name, status="running", config=dict(config), started_at=_now())
+        self.s.add(row)
+        self.s.flush()
+        return row
+
+    def update(self, run_id: int, result: dict[str, Any]) -> None:
+        """Replace the (partial) result of a running experiment; a new dict so the JSON column is saved."""
+        self._row(run_id).result = dict(result)
+
+    def finish(self, run_id: int, result: dict[str, Any], wall_seconds: float) -> None:
+        row = self._row(run_id)
+        row.status, row.result, row.wall_seconds = "succeeded", dict(result), float(wall_seconds)
+        row.finished_at = _now()
+
+    def fail(self, run_id: int, error: str, status: str = "failed") -> None:
+        """Mark a run failed (or ``interrupted``), keeping whatever partial result it had."""
+        if status not in ("failed", "interrupted"):
+            raise ValueError(f"status must be failed or interrupted, not {status!r}")
+        row = self._row(run_id)
+        row.status, row.error, row.finished_at = status, error, _now()
+        row.wall_seconds = (row.finished_at - _aware(row.started_at)).total_seconds()
+
+    def get(self, run_id: int) -> ExperimentRun | None:
+        return self.s.get(ExperimentRun, run_id)
+
+    def latest(self, kind: str, name: str | None = None) -> ExperimentRun | None:
+        q = select(ExperimentRun).where(ExperimentRun.kind == kind)
+        if name is not None:
+            q = q.where(ExperimentRun.name == name)
+        return self.s.scalars(q.order_by(ExperimentRun.id.desc()).limit(1)).first()
+
+    def list(self, kind: str | None = None, limit: int = 50) -> Sequence[ExperimentRun]:
+        """Newest first."""
+        q = select(ExperimentRun).order_by(ExperimentRun.id.desc()).limit(limit)
+        if kind:
+            q = q.where(ExperimentRun.kind == kind)
         return self.s.scalars(q).all()
 
 

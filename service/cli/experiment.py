@@ -1,0 +1,187 @@
+"""``dreamfix experiment``: Share experiments on the frozen eval koans (see service/experiments/runner.py).
+
+    dreamfix experiment run STAGE [STAGE ...] --name NAME [options]   run stages (resumes an existing NAME)
+    dreamfix experiment list                                          runs recorded in the database
+    dreamfix experiment show --name NAME [STAGE]                      a stage's saved result (JSON)
+
+Long CPU runs belong in the background (``nohup dreamfix experiment run all --name x &``); every stage
+writes its partial results as it goes and skips finished work when started again with the same options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from service.cli import CliError
+from service.settings import get_settings
+
+
+def _experiment_dir(name: str) -> Path:
+    if not name or "/" in name or name.startswith("."):
+        raise CliError(f"bad experiment name {name!r}: use letters, digits, '-' or '_'")
+    return get_settings().data_dir / "experiments" / name
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from service.experiments.runner import ExperimentConfig
+
+    values: dict[str, Any] = {}
+    for f in fields(ExperimentConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            values[f.name] = value
+    try:
+        config = ExperimentConfig(**values)
+    except TypeError as exc:
+        raise CliError(str(exc)) from exc
+    from agent.generators import registry
+
+    unknown = sorted(set(config.tasks) - set(registry()))
+    if unknown:
+        raise CliError(f"unknown task(s) {unknown}; tasks are koan families: {', '.join(sorted(registry()))}")
+    if len(config.tasks) < 2:
+        raise CliError("an experiment needs at least two tasks")
+    return config
+
+
+def _run(args: argparse.Namespace) -> int:
+    from router import TaskRouter
+    from service.compose import load_runtime, make_sandbox
+    from service.db.repositories import ExperimentRepository
+    from service.db.session import Database
+    from service.experiments.runner import STAGES, Experiment
+
+    stages = list(STAGES) if "all" in args.stage else list(dict.fromkeys(args.stage))
+    settings = get_settings()
+    config = _config(args)
+    root = _experiment_dir(args.name)
+    runtime = load_runtime(settings)
+    try:
+        experiment = Experiment(
+            root,
+            config,
+            runtime,
+            make_sandbox(settings),
+            TaskRouter(threshold=settings.router.confidence_threshold),
+            koans_dir=args.koans_dir,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    db = Database(settings.db_url)
+    for stage in stages:
+        with db.session() as s:
+            run_id = ExperimentRepository(s).start(stage, args.name, {"stage": stage, **vars(config)}).id
+        started = time.monotonic()
+        try:
+            result = experiment.run(stage)
+        except KeyboardInterrupt:
+            with db.session() as s:
+                ExperimentRepository(s).fail(run_id, "interrupted", status="interrupted")
+            raise
+        except Exception as exc:
+            with db.session() as s:
+                ExperimentRepository(s).fail(run_id, f"{type(exc).__name__}: {exc}")
+            raise
+        with db.session() as s:
+            ExperimentRepository(s).finish(run_id, _headline(stage, result), time.monotonic() - started)
+        print(
+            f"== {stage} done in {time.monotonic() - started:.0f} s → {experiment.result_path(stage)}",
+            flush=True,
+        )
+        print(json.dumps(_headline(stage, result), indent=1), flush=True)
+    return 0
+
+
+def _headline(stage: str, result: dict[str, Any]) -> dict[str, Any]:
+    """What goes into the database row: the stage's summary figures, not every per-koan score."""
+    keep = {
+        "seeds": ["examples", "seeds"],
+        "strategies": ["summary", "bytes_per_task"],
+        "heatmap": ["families", "matrix", "applied_check"],
+        "sequential": ["tasks", "R", "metrics", "base", "share_merges", "score"],
+        "subspace": ["disjoint_tasks", "other_seeds"],
+        "sweep": ["points", "held_out_task"],
+    }[stage]
+    out = {k: result[k] for k in keep if k in result}
+    out["wall_seconds_this_run"] = result.get("wall_seconds_this_run")
+    if stage == "subspace":
+        out = {
+            k: {"comparison_summary": v.get("comparison_summary"), "loo": v.get("leave_one_out_summary")}
+            for k, v in out.items()
+            if isinstance(v, dict)
+        }
+    return out
+
+
+def _list(args: argparse.Namespace) -> int:
+    from service.db.repositories import ExperimentRepository
+    from service.db.session import Database
+
+    db = Database(get_settings().db_url)
+    with db.session() as s:
+        rows = [
+            (r.id, r.kind, r.name, r.status, r.wall_seconds, r.started_at)
+            for r in ExperimentRepository(s).list(args.kind)
+        ]
+    if not rows:
+        print("no experiment runs recorded yet")
+    for run_id, kind, name, status, wall, started in rows:
+        wall_text = f"{wall:.0f} s" if wall is not None else "-"
+        print(f"{run_id:>4} {kind:<11} {name:<20} {status:<12} {wall_text:>8}  {started:%Y-%m-%d %H:%M}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    root = _experiment_dir(args.name)
+    if not root.exists():
+        raise CliError(f"no experiment named {args.name!r} in {root.parent}")
+    path = root / f"{args.stage}.json" if args.stage else root / "config.json"
+    if not path.exists():
+        raise CliError(f"experiment {args.name!r} has no {args.stage or 'config'} result yet")
+    print(path.read_text())
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from service.experiments.runner import STAGES
+
+    parser = subparsers.add_parser(
+        "experiment",
+        help="Share experiments: strategies, forgetting heatmap, sequential learning, subspace, sweeps",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="experiment_command", required=True)
+    run = sub.add_parser("run", help="run stages (resumable)")
+    run.add_argument("stage", nargs="+", choices=[*STAGES, "all"])
+    run.add_argument("--name", required=True, help="experiment folder under <data_dir>/experiments/")
+    run.add_argument(
+        "--tasks", type=lambda s: [t for t in s.split(",") if t], help="comma-separated families"
+    )
+    run.add_argument("--per-task", dest="per_task", type=int)
+    run.add_argument("--eval-per-family", dest="eval_per_family", type=int)
+    run.add_argument("--score-all-families", dest="score_all_families", action="store_true", default=None)
+    run.add_argument("--pass-rate", dest="pass_rate", action="store_true", default=None)
+    run.add_argument("--layers", type=lambda s: [int(x) for x in s.split(",")], help="e.g. 20,21,22,23")
+    run.add_argument("--lora-rank", dest="lora_rank", type=int)
+    run.add_argument("--seed-steps", dest="seed_steps", type=int)
+    run.add_argument("--phase2-steps", dest="phase2_steps", type=int)
+    run.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], help="e.g. 0,1")
+    run.add_argument("--batch-size", dest="batch_size", type=int)
+    run.add_argument("--k-cap", dest="k_cap", type=int)
+    run.add_argument("--pseudo-rank", dest="pseudo_rank", type=int)
+    run.add_argument("--phi", type=int)
+    run.add_argument("--koans-dir", type=Path, default=None)
+    run.set_defaults(handler=_run)
+    lst = sub.add_parser("list", help="experiment runs recorded in the database")
+    lst.add_argument("--kind", choices=list(STAGES))
+    lst.set_defaults(handler=_list)
+    show = sub.add_parser("show", help="print a stage's saved result")
+    show.add_argument("--name", required=True)
+    show.add_argument("stage", nargs="?", choices=list(STAGES))
+    show.set_defaults(handler=_show)

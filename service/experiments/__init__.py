@@ -1,0 +1,1 @@
+"""Continual-learning experiments (``dreamfix experiment``): metrics and plots."""

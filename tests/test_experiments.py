@@ -1,0 +1,146 @@
+"""`dreamfix experiment` stages end to end on the tiny model, the real sandbox and the real koans."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from agent.sandbox import Sandbox, SandboxConfig
+from learner.runtime import ModelRuntime
+from learner.share.layer import share_layers
+from router import TaskRouter
+from service.experiments.data import eval_items, task_examples
+from service.experiments.runner import Experiment, ExperimentConfig
+from service.experiments.scoring import reference_nll
+from service.experiments.variants import applied, lora_deltas
+
+TASKS = ["mutability", "moves", "borrows"]
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Sandbox:
+    return Sandbox(SandboxConfig(cache_dir=tmp_path_factory.mktemp("sandbox-cache")))
+
+
+def _config(**overrides: object) -> ExperimentConfig:
+    values: dict[str, object] = dict(
+        tasks=TASKS,
+        per_task=4,
+        eval_per_family=2,
+        seed_steps=2,
+        phase2_steps=2,
+        seeds=[0, 1],
+        batch_size=2,
+        max_length=512,
+        k_cap=8,
+        sweep_caps=[2, 8],
+        sweep_ps=[1, 2],
+        sweep_phis=[0, 1],
+        phi=1,
+        seed_lr=5e-2,
+        phase2_lr=5e-2,
+    )
+    values.update(overrides)
+    return ExperimentConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def experiment(tmp_path: Path, tiny_runtime: ModelRuntime, sandbox: Sandbox) -> Experiment:
+    exp = Experiment(tmp_path / "exp", _config(), tiny_runtime, sandbox, TaskRouter())
+    exp.progress = lambda _msg: None
+    return exp
+
+
+def test_training_examples_never_contain_eval_koans_and_use_the_shared_prompt(sandbox: Sandbox) -> None:
+    from agent.koans import eval_koans
+
+    examples = task_examples(sandbox, ["mutability"], per_task=6)
+    assert 0 < len(examples["mutability"]) <= 6
+    evals = eval_koans()
+    for messages, answer in examples["mutability"]:
+        user = messages[-1]["content"]
+        assert "rustc reports:" in user and answer.startswith("```rust")
+        assert not any(k.broken.strip() in user for k in evals)
+
+
+def test_reference_nll_depends_on_the_applied_adapter(experiment: Experiment) -> None:
+    items = experiment.items()[:2]
+    base = reference_nll(experiment.runtime, items)
+    again = reference_nll(experiment.runtime, items)
+    assert base == again and all(v > 0 for v in base)
+    lora = experiment.seed("mutability")
+    with applied(experiment.model, lora_deltas(lora)):
+        changed = reference_nll(experiment.runtime, items)
+    assert changed != base
+    assert reference_nll(experiment.runtime, items) == base  # weights restored exactly
+
+
+def test_share_rows_change_outputs_only_when_coefficients_are_nonzero(experiment: Experiment) -> None:
+    p1 = experiment.phase1_bases()
+    items = experiment.items()[:2]
+    base = reference_nll(experiment.runtime, items)
+    with experiment.share(p1.bases) as bank:
+        bank.set_task("mutability", p1.coefficients["mutability"], 1)
+        zero = {
+            k: type(c)(torch.zeros_like(c.eb), torch.zeros_like(c.ea))
+            for k, c in p1.coefficients["moves"].items()
+        }
+        bank.set_task("zero", zero, 1)
+        row, zero_row = bank.index("mutability"), bank.index("zero")
+        routed = reference_nll(experiment.runtime, items, [row, row], bank.snapshot())
+        zeroed = reference_nll(experiment.runtime, items, [zero_row, zero_row], bank.snapshot())
+        assert routed != base
+        assert zeroed == pytest.approx(base, abs=1e-5)
+    assert not share_layers(experiment.model)
+
+
+def test_all_stages_run_resume_and_write_figures(experiment: Experiment, tmp_path: Path) -> None:
+    for stage in ("seeds", "strategies", "heatmap", "sequential", "subspace", "sweep"):
+        result = experiment.run(stage)
+        assert experiment.result_path(stage).exists()
+        assert result["wall_seconds_this_run"] >= 0
+    strategies = json.loads(experiment.result_path("strategies").read_text())
+    assert set(strategies["summary"]) == {
+        "base",
+        "hints",
+        "mean adapter",
+        "per-task LoRA",
+        "averaged coefficients",
+        "routed",
+        "oracle",
+    }
+    assert strategies["bytes_per_task"]["share"] < strategies["bytes_per_task"]["lora"]
+    heat = json.loads(experiment.result_path("heatmap").read_text())
+    assert len(heat["matrix"]) == len(TASKS) + 1
+    assert all(v > 0 for v in heat["applied_check"]["max_abs_logit_change"].values())
+    seq = json.loads(experiment.result_path("sequential").read_text())
+    for method in ("Share", "naive LoRA", "per-task LoRA"):
+        assert len(seq["R"][method]) == len(TASKS) and set(seq["metrics"][method]) >= {"acc", "bwt", "fwt"}
+    assert seq["R"]["per-task LoRA"][0][1] == seq["base"][TASKS[1]]  # not yet learned: the base model
+    sub = json.loads(experiment.result_path("subspace").read_text())
+    assert "disjoint_tasks" in sub and "other_seeds" in sub
+    sweep = json.loads(experiment.result_path("sweep").read_text())
+    assert {"base", "LoRA"} <= set(sweep["points"]) and len(sweep["points"]) >= 5
+    for png in ("heatmap", "sequential", "subspace_tasks", "subspace_seeds", "sweep", "strategies_nll"):
+        assert (experiment.root / "figures" / f"{png}.png").stat().st_size > 1000
+    # Resuming does no training again: every seed is on disk and every stage skips finished cells.
+    before = json.loads((experiment.root / "training.json").read_text())
+    experiment.run("strategies")
+    assert json.loads((experiment.root / "training.json").read_text()) == before
+
+
+def test_a_resumed_experiment_must_keep_its_config(
+    experiment: Experiment, tiny_runtime: ModelRuntime, sandbox: Sandbox
+) -> None:
+    with pytest.raises(ValueError, match="per_task"):
+        Experiment(experiment.root, _config(per_task=5), tiny_runtime, sandbox, TaskRouter())
+
+
+def test_eval_items_are_the_frozen_split_with_router_decisions(sandbox: Sandbox) -> None:
+    items = eval_items(sandbox, TaskRouter(), per_family=1)
+    assert len({i.family for i in items}) == len(items) >= 19
+    assert all(i.koan.split == "eval" and i.diagnostics for i in items)
+    assert sum(i.routed_task == i.family for i in items) >= len(items) // 2
