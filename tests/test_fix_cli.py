@@ -169,9 +169,8 @@ def test_greedy_replies_decodes_each_prompt_once_and_keeps_the_order() -> None:
 
     def generate(prompts: list[list[dict[str, str]]], rows: list[int] | None) -> list[str]:
         calls.append(([p[0]["content"] for p in prompts], rows))
-        return [
-            f"reply to {p[0]['content']} on row {r}" for p, r in zip(prompts, rows or [-1] * len(prompts))
-        ]
+        rows = rows or [-1] * len(prompts)
+        return [f"reply to {p[0]['content']} on row {r}" for p, r in zip(prompts, rows, strict=True)]
 
     replies = GreedyReplies(generate)
     a, b = [{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]
