@@ -201,3 +201,35 @@ def test_eval_loop_replays_the_base_strategys_first_reply(
     for b, lp in zip(base["records"], loop["records"], strict=True):
         assert lp["attempts"][0]["prompt_hash"] == b["attempts"][0]["prompt_hash"]
         assert lp["attempts"][0]["reply"] == b["attempts"][0]["reply"]
+
+
+def test_eval_from_json_merges_reports_and_counts_regressions_against_base(
+    settings_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rustfix = settings_env / "rustfix.json"
+    assert main(["eval", "--strategy", "rustfix", "--family", "mutability", "--out", str(rustfix)]) == 0
+    report = json.loads(rustfix.read_text())
+    # A fake "base" report in which every koan passed: each koan rustfix misses is a regression against it.
+    base_entry = json.loads(json.dumps(report["strategies"]["rustfix"]))
+    for record in base_entry["records"]:
+        record["fixed"] = True
+    base = settings_env / "base.json"
+    base.write_text(json.dumps({**report, "strategies": {"base": base_entry}}))
+    capsys.readouterr()
+    merged = settings_env / "merged.json"
+    assert main(["eval", "--from-json", str(base), "--from-json", str(rustfix), "--out", str(merged)]) == 0
+    printed = capsys.readouterr().out
+    assert "== base" in printed and "== rustfix" in printed
+    result = json.loads(merged.read_text())
+    missed = sorted(r["problem_id"] for r in report["strategies"]["rustfix"]["records"] if not r["fixed"])
+    assert result["strategies"]["rustfix"]["regressions_vs_base"] == missed
+
+
+def test_eval_from_json_rejects_files_that_are_not_reports(
+    settings_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bogus = settings_env / "bogus.json"
+    bogus.write_text('{"hello": 1}')
+    assert main(["eval", "--from-json", str(bogus)]) == 2
+    assert "not a `dreamfix eval --out` report" in capsys.readouterr().err
+    assert main(["eval", "--from-json", str(settings_env / "missing.json")]) == 2

@@ -115,7 +115,55 @@ def _strategy_report(
     }
 
 
+def _report_tables(report: dict[str, Any]) -> None:
+    """Regressions vs the base strategy, a per-family table per strategy, and the pass-rate summary."""
+    strategies = report["strategies"]
+    base = next((v for k, v in strategies.items() if k == "base" or k.startswith("base@")), None)
+    if base is not None:
+        base_records = [record_from_dict(r) for r in base["records"]]
+        for name, entry in strategies.items():
+            if not name.startswith("base"):
+                current = [record_from_dict(r) for r in entry["records"]]
+                entry["regressions_vs_base"] = regressions(base_records, current)
+    for name, entry in strategies.items():
+        records = [record_from_dict(r) for r in entry["records"]]
+        replayed = entry.get("replayed_attempts", 0)
+        title = (
+            f"\n== {name} ({len(records)} koans, {entry['wall_seconds']:.0f} s wall, {replayed} replayed) =="
+        )
+        print(format_family_table(by_family(records), title), flush=True)
+    print("\npass rate by strategy:")
+    for name, entry in strategies.items():
+        all_row = entry["stats"]["ALL"]
+        extra = (
+            f", regressions vs base: {entry['regressions_vs_base']}"
+            if entry.get("regressions_vs_base")
+            else ""
+        )
+        print(f"  {name:<13} {all_row['fixed']}/{all_row['problems']} = {all_row['pass_rate']:.1%}{extra}")
+
+
+def _from_json(paths: list[str], out: Path | None) -> int:
+    """Merge saved eval reports (e.g. strategies run in parallel processes) and print their tables."""
+    merged: dict[str, Any] = {"strategies": {}, "sources": paths}
+    for path in paths:
+        try:
+            report = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise CliError(f"cannot read eval report {path}: {exc}") from exc
+        if not isinstance(report, dict) or not isinstance(report.get("strategies"), dict):
+            raise CliError(f"{path} is not a `dreamfix eval --out` report")
+        for key in ("model", "split", "max_new_tokens", "prompt_lookup"):
+            merged.setdefault(key, report.get(key))
+        merged["strategies"].update(report["strategies"])
+    _report_tables(merged)
+    _write(out, merged)
+    return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
+    if args.from_json:
+        return _from_json(args.from_json, Path(args.out) if args.out else None)
     settings = get_settings()
     chosen = args.strategy or ["loop"]
     names = ALL_STRATEGIES if "all" in chosen else list(dict.fromkeys(chosen))
@@ -179,28 +227,8 @@ def run_eval(args: argparse.Namespace) -> int:
         if not todo:
             report["strategies"][name] = _strategy_report(strategy, records, wall, True)
             report["strategies"][name]["replayed_attempts"] = replayed
-        stats = by_family(records)
-        print(
-            format_family_table(stats, f"\n== {name} ({len(records)} koans, {wall:.0f} s wall) =="),
-            flush=True,
-        )
-    base = report["strategies"].get("base") or report["strategies"].get(f"base@{formats[0]}")
-    if base is not None:
-        base_records = [record_from_dict(r) for r in base["records"]]
-        for name, entry in report["strategies"].items():
-            if not name.startswith("base"):
-                current = [record_from_dict(r) for r in entry["records"]]
-                entry["regressions_vs_base"] = regressions(base_records, current)
+    _report_tables(report)
     _write(out, report)
-    print("\npass rate by strategy:")
-    for name, entry in report["strategies"].items():
-        all_row = entry["stats"]["ALL"]
-        extra = (
-            f", regressions vs base: {entry['regressions_vs_base']}"
-            if entry.get("regressions_vs_base")
-            else ""
-        )
-        print(f"  {name:<13} {all_row['fixed']}/{all_row['problems']} = {all_row['pass_rate']:.1%}{extra}")
     return 0
 
 
@@ -235,4 +263,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--prompt-lookup", action="store_true", help="prompt-lookup decoding (batch 1)")
     parser.add_argument("--chunk", type=int, default=16, help="koans per loop run (results saved after each)")
     parser.add_argument("--koans-dir", type=Path, default=None)
+    parser.add_argument(
+        "--from-json",
+        action="append",
+        metavar="FILE.json",
+        help="run nothing: merge these --out reports (repeatable), print their tables, write --out",
+    )
     parser.set_defaults(handler=run_eval)
