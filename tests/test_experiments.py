@@ -144,3 +144,23 @@ def test_eval_items_are_the_frozen_split_with_router_decisions(sandbox: Sandbox)
     assert len({i.family for i in items}) == len(items) >= 19
     assert all(i.koan.split == "eval" and i.diagnostics for i in items)
     assert sum(i.routed_task == i.family for i in items) >= len(items) // 2
+
+
+def test_experiment_cli_lists_shows_and_rejects_bad_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+    from service.settings import get_settings
+
+    monkeypatch.setenv("DREAMFIX_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    try:
+        assert main(["experiment", "list"]) == 0  # migrates a fresh database first
+        assert "no experiment runs recorded yet" in capsys.readouterr().out
+        assert main(["experiment", "show", "--name", "nope"]) == 2
+        assert "no experiment named 'nope'" in capsys.readouterr().err
+        assert main(["experiment", "run", "seeds", "--name", "x", "--tasks", "borrows,nonesuch"]) == 2
+        assert "unknown task(s) ['nonesuch']" in capsys.readouterr().err
+        assert main(["experiment", "run", "seeds", "--name", "../x"]) == 2
+    finally:
+        get_settings.cache_clear()

@@ -72,6 +72,9 @@ def _run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise CliError(str(exc)) from exc
+    from service.db import migrate
+
+    migrate.upgrade(settings.db_url)  # like the daemon: Alembic to head, so the experiment_runs table exists
     db = Database(settings.db_url)
     for stage in stages:
         with db.session() as s:
@@ -122,7 +125,11 @@ def _list(args: argparse.Namespace) -> int:
     from service.db.repositories import ExperimentRepository
     from service.db.session import Database
 
-    db = Database(get_settings().db_url)
+    from service.db import migrate
+
+    url = get_settings().db_url
+    migrate.upgrade(url)
+    db = Database(url)
     with db.session() as s:
         rows = [
             (r.id, r.kind, r.name, r.status, r.wall_seconds, r.started_at)
