@@ -122,10 +122,9 @@ def _headline(stage: str, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from service.db import migrate
     from service.db.repositories import ExperimentRepository
     from service.db.session import Database
-
-    from service.db import migrate
 
     url = get_settings().db_url
     migrate.upgrade(url)
