@@ -45,7 +45,12 @@ SYSTEM_PROMPT = (
     "never delete logic or replace it with todo!(), unimplemented!() or a dummy value."
 )
 
-_PROGRAM_INSTRUCTIONS = "Reply with the complete corrected program in one ```rust code block."
+# Asking for the cause first is measured (docs/results.md): with the bare "reply with the corrected program",
+# the default model returned 15–16 of 19 eval programs unchanged; naming the cause first cut that to 5.
+_PROGRAM_INSTRUCTIONS = (
+    "First say in one sentence what causes the error and how to fix it. Then reply with the complete "
+    "corrected program in one ```rust code block."
+)
 _EDITS_INSTRUCTIONS = (
     "Reply only with edit blocks in this form, one block per change, SEARCH lines copied exactly from the "
     "program:\n<<<<<<< SEARCH\n(lines to replace)\n=======\n(new lines)\n>>>>>>> REPLACE"
