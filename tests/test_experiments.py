@@ -70,12 +70,28 @@ def test_reference_nll_depends_on_the_applied_adapter(experiment: Experiment) ->
     items = experiment.items()[:2]
     base = reference_nll(experiment.runtime, items)
     again = reference_nll(experiment.runtime, items)
-    assert base == again and all(v > 0 for v in base)
+    assert base == again and all(v["nll"] > 0 and v["edit_nll"] > 0 for v in base)
     lora = experiment.seed("mutability")
     with applied(experiment.model, lora_deltas(lora)):
         changed = reference_nll(experiment.runtime, items)
     assert changed != base
     assert reference_nll(experiment.runtime, items) == base  # weights restored exactly
+
+
+def test_edit_mask_covers_exactly_the_changed_lines(experiment: Experiment) -> None:
+    from learner.share.examples import IGNORE_INDEX, encode_example
+    from service.experiments.scoring import edit_token_mask
+
+    tokenizer = experiment.runtime.tokenizer
+    for item in experiment.items()[:3]:
+        encoded = encode_example(tokenizer, item.messages, item.answer, 2048)
+        answer = [t for t, lab in zip(encoded.input_ids, encoded.labels, strict=True) if lab != IGNORE_INDEX]
+        mask = edit_token_mask(tokenizer, item, answer)
+        assert len(mask) == len(answer) and any(mask) and not all(mask)
+        marked = tokenizer.decode([t for t, m in zip(answer, mask, strict=True) if m])
+        broken_lines = {line.strip() for line in item.problem.source.splitlines()}
+        changed = [line for line in item.koan.fixed.splitlines() if line.strip() not in broken_lines]
+        assert changed and any(line.strip() and line.strip()[:8] in marked for line in changed)
 
 
 def test_share_rows_change_outputs_only_when_coefficients_are_nonzero(experiment: Experiment) -> None:
@@ -93,7 +109,8 @@ def test_share_rows_change_outputs_only_when_coefficients_are_nonzero(experiment
         routed = reference_nll(experiment.runtime, items, [row, row], bank.snapshot())
         zeroed = reference_nll(experiment.runtime, items, [zero_row, zero_row], bank.snapshot())
         assert routed != base
-        assert zeroed == pytest.approx(base, abs=1e-5)
+        flat = [v for d in base for v in d.values()]
+        assert [v for d in zeroed for v in d.values()] == pytest.approx(flat, abs=1e-5)
     assert not share_layers(experiment.model)
 
 

@@ -60,6 +60,9 @@ from service.experiments.variants import (
 
 log = logging.getLogger(__name__)
 
+#: The score of the R matrices, the heatmap and the sweeps: NLL of the reference fix's changed lines.
+SCORE = "edit_nll"
+
 STAGES = ("seeds", "strategies", "heatmap", "sequential", "subspace", "sweep")
 
 
@@ -277,10 +280,10 @@ class Experiment:
         hints: bool = False,
         with_pass: bool | None = None,
     ) -> dict[str, dict[str, Any]]:
-        """item id → {"nll": …, "fixed": … (when pass rates are on)} for one model configuration."""
+        """item id → {"nll", "edit_nll", and "fixed" when pass rates are on} for one model configuration."""
         scored = [replace_messages(i, prompt_for(i, True)) for i in items] if hints else list(items)
         nll = reference_nll(self.runtime, scored, rows, snapshot)
-        out: dict[str, dict[str, Any]] = {i.id: {"nll": round(v, 5)} for i, v in zip(items, nll, strict=True)}
+        out: dict[str, dict[str, Any]] = {i.id: dict(v) for i, v in zip(items, nll, strict=True)}
         if self.config.pass_rate if with_pass is None else with_pass:
             outcomes = pass_results(
                 self.runtime,
@@ -403,7 +406,7 @@ class Experiment:
         families = sorted({i.family for i in items})
         matrix = [
             [
-                _mean([columns[t][i.id]["nll"] - base[i.id]["nll"] for i in items if i.family == f])
+                _mean([columns[t][i.id][SCORE] - base[i.id][SCORE] for i in items if i.family == f])
                 for f in families
             ]
             for t in [*self.config.tasks, "routed"]
@@ -413,8 +416,8 @@ class Experiment:
             [*self.config.tasks, "routed"],
             families,
             self.root / "figures" / "heatmap.png",
-            "Reference-fix NLL change vs base (rows: coefficients applied; columns: eval family)",
-            "Δ NLL (nats/token, < 0 = better)",
+            "Edit NLL change vs base (rows: coefficients applied; columns: eval family)",
+            "Δ edit NLL (nats/token, < 0 = better)",
         )
         return {"columns": columns, "families": families, "matrix": matrix, "applied_check": applied_check}
 
@@ -519,7 +522,9 @@ class Experiment:
         base_row = [base_scores[t] for t in tasks]
         state["metrics"] = {name: cl_metrics(matrix, base_row) for name, matrix in R.items()}
         state["tasks"] = tasks
-        state["score"] = "minus mean reference-fix NLL per answer token (higher is better)"
+        state["score"] = (
+            "minus the mean NLL per token of the reference fix's changed lines (higher is better)"
+        )
         save()
         plots.learning_curves(
             R, tasks, self.root / "figures" / "sequential.png", "Score of each task after each night"
@@ -533,7 +538,7 @@ class Experiment:
     def _task_scores(
         self, scores: Mapping[str, Mapping[str, Any]], by_task: Mapping[str, Sequence[EvalItem]]
     ) -> dict[str, float]:
-        return {t: -_mean([scores[i.id]["nll"] for i in its]) for t, its in by_task.items()}
+        return {t: -_mean([scores[i.id][SCORE] for i in its]) for t, its in by_task.items()}
 
     def _row(
         self, scores: Mapping[str, Mapping[str, Any]], by_task: Mapping[str, Sequence[EvalItem]]
@@ -580,12 +585,12 @@ class Experiment:
         )
         if "base" not in points:
             points["base"] = {
-                "score": -_mean([v["nll"] for v in self.score(items, with_pass=False).values()]),
+                "score": -_mean([v[SCORE] for v in self.score(items, with_pass=False).values()]),
                 "bytes": 0,
             }
         if "LoRA" not in points:
             with self.plain_model(), applied(self.model, lora_deltas(self.seed(held))):
-                score = -_mean([v["nll"] for v in self.score(items, with_pass=False).values()])
+                score = -_mean([v[SCORE] for v in self.score(items, with_pass=False).values()])
             points["LoRA"] = {"score": score, "bytes": _lora_bytes(self.seed(held))}
         for knob, cap, p, phi in configs:
             label = f"{knob}: cap={cap} p={p} phi={phi}"
@@ -612,7 +617,7 @@ class Experiment:
                 scores = self.score(items, [bank.index(held)] * len(items), bank.snapshot(), with_pass=False)
             cost = task_cost(bases, pseudo_rank=p, lora_rank=c.lora_rank)
             points[label] = {
-                "score": -_mean([v["nll"] for v in scores.values()]),
+                "score": -_mean([v[SCORE] for v in scores.values()]),
                 "bytes": cost.share_bytes,
                 "k": _mean([b.k_beta + b.k_alpha for b in bases.values()]) / 2,
                 "final_loss": learned.losses[-1],
@@ -620,21 +625,26 @@ class Experiment:
             state["points"] = points
             self.save_result("sweep", state)
             self.progress(f"sweep: {label}: {points[label]}")
-        state.update({"points": points, "held_out_task": held, "score": "minus mean reference-fix NLL"})
+        state.update({"points": points, "held_out_task": held, "score": "minus edit NLL"})
         plots.tradeoff(
             [{"label": k, "bytes": max(v["bytes"], 1), "score": v["score"]} for k, v in points.items()],
             self.root / "figures" / "sweep.png",
             f"{held}: score vs bytes per task",
             "bytes per task (log)",
-            "− reference NLL",
+            "− edit NLL",
         )
         return state
 
     def _strategy_figures(self, result: dict[str, Any], items: Sequence[EvalItem]) -> None:
         summary = result["summary"]
         families = sorted({i.family for i in items})
-        groups = {f: {s: -summary[s]["nll_by_family"][f] for s in summary} for f in families}
-        plots.bars(groups, self.root / "figures" / "strategies_nll.png", "− reference NLL by family", "− NLL")
+        groups = {f: {s: -summary[s]["edit_nll_by_family"][f] for s in summary} for f in families}
+        plots.bars(
+            groups,
+            self.root / "figures" / "strategies_nll.png",
+            "− NLL of the reference fix's changed lines, by family",
+            "− edit NLL (nats/token)",
+        )
 
     # ------------------------------------------------------------------------------------------- driver
     def run(self, stage: str) -> dict[str, Any]:
@@ -686,18 +696,18 @@ def summarise_scores(
     base = scores.get("base", {})
     out: dict[str, Any] = {}
     for name, by_id in scores.items():
-        entry: dict[str, Any] = {
-            "nll": _mean([by_id[i.id]["nll"] for i in items if i.id in by_id]),
-            "nll_by_family": {
-                f: _mean([by_id[i.id]["nll"] for i in items if i.family == f and i.id in by_id])
+        entry: dict[str, Any] = {}
+        for metric in ("nll", SCORE):
+            entry[metric] = _mean([by_id[i.id][metric] for i in items if i.id in by_id])
+            entry[f"{metric}_by_family"] = {
+                f: _mean([by_id[i.id][metric] for i in items if i.family == f and i.id in by_id])
                 for f in families
-            },
-            "nll_worse_than_base": sorted(
-                i.id
-                for i in items
-                if i.id in by_id and i.id in base and by_id[i.id]["nll"] > base[i.id]["nll"] + 0.01
-            ),
-        }
+            }
+        entry["edit_nll_worse_than_base"] = sorted(
+            i.id
+            for i in items
+            if i.id in by_id and i.id in base and by_id[i.id][SCORE] > base[i.id][SCORE] + 0.01
+        )
         if all("fixed" in by_id.get(i.id, {}) for i in items):
             entry["pass_rate"] = _mean([float(by_id[i.id]["fixed"]) for i in items])
             entry["pass_by_family"] = {

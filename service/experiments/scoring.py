@@ -12,6 +12,7 @@ Each row of a batch can be routed to a different Share task (``rows``: bank row 
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,12 +22,44 @@ from agent.loop import FixLoop, Strategy
 from agent.sandbox import Sandbox
 from learner.routing import routed
 from learner.runtime import GenerationParams, ModelRuntime
-from learner.share.examples import IGNORE_INDEX, collate, encode_example, pad_token_id
+from learner.share.examples import IGNORE_INDEX, encode_example
 from router.table import Route
 from service.experiments.data import EvalItem
 
 ONE_SHOT = Strategy("one-shot", max_attempts=1, sample_on_stall=False)
 HINTS_ONE_SHOT = Strategy("one-shot-hints", max_attempts=1, hints=True, sample_on_stall=False)
+
+
+def edit_token_mask(tokenizer: Any, item: EvalItem, answer_ids: Sequence[int]) -> list[bool]:
+    """Which answer tokens lie on lines the reference fix changed or added (vs the broken program).
+
+    A fix mostly copies its input, and copying is easy: the mean NLL over the whole answer is dominated by
+    copied tokens. The NLL over the changed lines' tokens is the part that measures *knowing the fix*."""
+    broken = item.problem.source.splitlines()
+    fixed_lines = item.koan.fixed.rstrip("\n").splitlines()
+    changed: set[int] = set()
+    matcher = difflib.SequenceMatcher(None, broken, fixed_lines, autojunk=False)
+    for tag, _i1, _i2, j1, j2 in matcher.get_opcodes():
+        if tag in ("replace", "insert"):
+            changed.update(range(j1, j2))
+    code_start = item.answer.find("\n") + 1  # the answer is "```rust\n" + program + "\n```"
+    spans: list[tuple[int, int]] = []
+    offset = code_start
+    for index, line in enumerate(fixed_lines):
+        if index in changed:
+            spans.append((offset, offset + len(line)))
+        offset += len(line) + 1
+    text = tokenizer.decode(list(answer_ids))
+    mask: list[bool] = []
+    position = 0
+    for token in answer_ids:
+        piece = tokenizer.decode([token])
+        found = text.find(piece, position) if piece else position
+        begin = found if found >= 0 else position
+        end = begin + len(piece)
+        position = end if found >= 0 else position
+        mask.append(any(begin < b and end > a for a, b in spans))
+    return mask
 
 
 def reference_nll(
@@ -35,39 +68,40 @@ def reference_nll(
     rows: Sequence[int] | None = None,
     snapshot: Any = None,
     *,
-    batch_size: int = 4,
     max_length: int = 2048,
-) -> list[float]:
-    """Mean NLL (nats per answer token) of each item's reference fix; ``rows`` routes item i (-1 = base)."""
+) -> list[dict[str, float]]:
+    """Per item: ``nll`` = mean NLL (nats/token) of the whole reference answer, ``edit_nll`` = mean NLL of
+    the tokens on the lines the fix changed. ``rows`` routes item i (-1 = base model).
+
+    One prompt per forward (no padding; logits only for the answer positions: the 152k-entry output layer
+    over the whole prompt would cost a quarter of the forward)."""
     if rows is not None and len(rows) != len(items):
         raise ValueError(f"{len(rows)} rows for {len(items)} items")
     tokenizer, model = runtime.tokenizer, runtime.model
-    encoded = [encode_example(tokenizer, item.messages, item.answer, max_length) for item in items]
-    pad = pad_token_id(tokenizer)
-    order = sorted(range(len(items)), key=lambda i: len(encoded[i].input_ids))
-    out = [0.0] * len(items)
+    pinned = snapshot
+    if pinned is None and rows is not None and runtime.bank is not None:
+        pinned = runtime.bank.snapshot()
+    out: list[dict[str, float]] = []
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            batch = collate([encoded[i] for i in chunk], pad, runtime.device)
-            labels = batch.pop("labels")
-            if rows is not None or snapshot is not None:
-                row_tasks = torch.tensor(
-                    [rows[i] if rows is not None else -1 for i in chunk],
-                    dtype=torch.long,
-                    device=runtime.device,
-                )
-                with routed(row_tasks, snapshot if snapshot is not None else runtime.bank.snapshot()):  # type: ignore[union-attr]
-                    logits = model(**batch).logits
+        for i, item in enumerate(items):
+            encoded = encode_example(tokenizer, item.messages, item.answer, max_length)
+            answer = [
+                t for t, label in zip(encoded.input_ids, encoded.labels, strict=True) if label != IGNORE_INDEX
+            ]
+            ids = torch.tensor([encoded.input_ids], device=runtime.device)
+            keep = len(answer) + 1
+            row = rows[i] if rows is not None else -1
+            if pinned is not None:
+                with routed(torch.tensor([row], dtype=torch.long, device=runtime.device), pinned):
+                    logits = model(input_ids=ids, logits_to_keep=keep).logits
             else:
-                logits = model(**batch).logits
-            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-            target = labels[:, 1:]
-            mask = target != IGNORE_INDEX
-            picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-            nll = -(picked * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-            for j, i in enumerate(chunk):
-                out[i] = float(nll[j])
+                logits = model(input_ids=ids, logits_to_keep=keep).logits
+            logp = torch.log_softmax(logits[0, :-1].float(), dim=-1)
+            target = torch.tensor(answer, device=runtime.device)
+            nll = -logp.gather(-1, target[:, None])[:, 0]
+            mask = torch.tensor(edit_token_mask(tokenizer, item, answer), device=runtime.device)
+            edit = float(nll[mask].mean()) if bool(mask.any()) else float(nll.mean())
+            out.append({"nll": round(float(nll.mean()), 5), "edit_nll": round(edit, 5)})
     return out
 
 
