@@ -39,11 +39,10 @@ MAX_LINES_PER_DIAGNOSTIC = 24
 MAX_DIAGNOSTICS_CHARS = 3000
 MAX_FEEDBACK_CHARS = 1500
 
-SYSTEM_PROMPT = (
-    "You are an expert Rust programmer who fixes compile errors. Make the smallest change that makes the "
-    "program compile and keeps its behaviour: keep the names, signatures and logic other code relies on; "
-    "never delete logic or replace it with todo!(), unimplemented!() or a dummy value."
-)
+# Measured on 19 eval koans (docs/results.md): a system prompt stressing "the smallest change, keep the
+# logic" and one insisting "your answer must differ" did no better than this plain one (15–16 of 19 replies
+# unchanged each); behaviour is pinned by the koans' tests, not by the wording here.
+SYSTEM_PROMPT = "You are an expert Rust programmer. You fix compile errors in Rust programs."
 
 # Asking for the cause first is measured (docs/results.md): with the bare "reply with the corrected program",
 # the default model returned 15–16 of 19 eval programs unchanged; naming the cause first cut that to 5.
