@@ -121,7 +121,6 @@ class Experiment:
         router: TaskRouter,
         *,
         koans_dir: Path | None = None,
-        record: Callable[[str, str, dict[str, Any]], Any] | None = None,
     ) -> None:
         self.root = root
         self.config = config
@@ -129,7 +128,6 @@ class Experiment:
         self.sandbox = sandbox
         self.router = router
         self.koans_dir = koans_dir
-        self.record = record
         root.mkdir(parents=True, exist_ok=True)
         (root / "seeds").mkdir(exist_ok=True)
         (root / "figures").mkdir(exist_ok=True)
@@ -454,29 +452,33 @@ class Experiment:
         # Naive sequential fine-tuning: one LoRA per night trained on the current weights, merged in.
         naive = R.setdefault("naive LoRA", [])
         if len(naive) < len(tasks):
-            keys = self.config.target_names(self.model)
             with self.plain_model():
                 originals = snapshot_weights(self.model, [k for k in _layer_keys(self.seed(tasks[0]))])
                 try:
                     naive.clear()  # the merged weights are not saved: a resumed run replays every night
                     for night, task in enumerate(tasks):
-                        seed = self._seed_config(self.config.seeds[0])
-                        result = train_lora_seed(
-                            self.model,
-                            self.runtime.tokenizer,
-                            examples[task],
-                            f"naive-{night}-{task}",
-                            seed,
-                            base_model_id=self.runtime.model_id,
-                        )
-                        self._log_training(f"naive-{night}-{task}", result.losses, 0.0)
-                        add_in_place(self.model, lora_deltas(result.seed))
+                        if night == 0:  # on the untouched model night 1 IS the task's seed LoRA (same config)
+                            lora = self.seed(task)
+                        else:
+                            started = time.monotonic()
+                            trained = train_lora_seed(
+                                self.model,
+                                self.runtime.tokenizer,
+                                examples[task],
+                                f"naive-{night}-{task}",
+                                self._seed_config(self.config.seeds[0]),
+                                base_model_id=self.runtime.model_id,
+                            )
+                            lora = trained.seed
+                            self._log_training(
+                                f"naive-{night}-{task}", trained.losses, time.monotonic() - started
+                            )
+                        add_in_place(self.model, lora_deltas(lora))
                         naive.append(self._row(self.score(items, with_pass=False), by_task))
                         save()
                         self.progress(f"sequential: naive LoRA after night {night + 1}: {naive[-1]}")
                 finally:
                     restore_weights(self.model, originals)
-            del keys
         # Share: night 1 builds the basis from the first task's LoRA (whole span), later nights learn
         # coefficients with φ temporary directions (Phase 2) and merge them into the basis (Phase 3).
         share_rows = R.setdefault("Share", [])
@@ -489,6 +491,7 @@ class Experiment:
             for night, task in enumerate(tasks):
                 with self.share(bases) as bank:
                     if night > 0:
+                        started = time.monotonic()
                         learned = phase2(
                             self.model,
                             self.runtime.tokenizer,
@@ -497,7 +500,9 @@ class Experiment:
                             self._phase2_config(phi=self._phi_for(bases)),
                             task=task,
                         )
-                        self._log_training(f"share-{night}-{task}", learned.losses, 0.0)
+                        self._log_training(
+                            f"share-{night}-{task}", learned.losses, time.monotonic() - started
+                        )
                         merged = phase3(bases, coeffs, {task: learned}, threshold=1.0, cap=self.config.k_cap)
                         merges.append(
                             {
