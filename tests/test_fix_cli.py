@@ -233,3 +233,27 @@ def test_eval_from_json_rejects_files_that_are_not_reports(
     assert main(["eval", "--from-json", str(bogus)]) == 2
     assert "not a `dreamfix eval --out` report" in capsys.readouterr().err
     assert main(["eval", "--from-json", str(settings_env / "missing.json")]) == 2
+
+
+@pytest.mark.slow
+def test_eval_replays_recorded_replies_on_resume_and_from_other_reports(
+    settings_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = settings_env / "base.json"
+    argv = ["eval", "--strategy", "base", "--limit", "2", "--max-new-tokens", "8"]
+    assert main([*argv, "--out", str(first)]) == 0
+    base = json.loads(first.read_text())["strategies"]["base"]
+    # Another process, another file: its loop replays the base replies recorded in the first report.
+    second = settings_env / "loop.json"
+    loop_argv = ["eval", "--strategy", "loop", "--limit", "2", "--max-attempts", "1", "--max-new-tokens", "8"]
+    assert main([*loop_argv, "--replay-from", str(first), "--out", str(second)]) == 0
+    assert "replaying 2 recorded greedy replies" in capsys.readouterr().out
+    loop = json.loads(second.read_text())["strategies"]["loop"]
+    assert loop["replayed_attempts"] == 2
+    for b, lp in zip(base["records"], loop["records"], strict=True):
+        assert lp["attempts"][0]["reply"] == b["attempts"][0]["reply"]
+        assert lp["attempts"][0]["completion_tokens"] == b["attempts"][0]["completion_tokens"]
+    # A different token limit is a different decode: nothing is replayed.
+    other = ["eval", "--strategy", "loop", "--limit", "1", "--max-attempts", "1", "--max-new-tokens", "9"]
+    assert main([*other, "--replay-from", str(first)]) == 0
+    assert "replaying 0 recorded greedy replies" in capsys.readouterr().out

@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from agent.episodes import AttemptRecord, ProblemRecord
 from agent.koans import KoanFormatError, load_koans
 from agent.loop import DEFAULT_OUTPUT_FORMAT, STRATEGIES, Problem, Strategy
 from agent.metrics import by_family, format_family_table, regressions
+from agent.prompt import prompt_hash
 from service.cli import CliError
 from service.cli.fix import build_loop, build_sandbox, load_runtime
 from service.settings import get_settings
@@ -27,13 +28,23 @@ from service.settings import get_settings
 ALL_STRATEGIES = ["base", "loop", "loop-suggest", "loop-hints", "rustfix"]
 
 
+@dataclass(frozen=True)
+class RecordedReply:
+    """A greedy reply read back from a saved report (the fields the loop reads of a generation)."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+
+
 class GreedyReplies:
-    """Greedy decoding is deterministic, so a prompt this eval already sent (same text, same task row, same
-    parameters: one loop, one runtime) gets exactly the reply it got before. Strategies that share a prompt —
-    every loop's first attempt at a koan the suggestion pass did not touch is the base strategy's one shot —
-    then decode it once. A replayed reply keeps its original token counts and model seconds, so the
-    per-attempt figures stay those of a real decode; only the strategy's wall time is shorter, and the report
-    says how many attempts were replayed."""
+    """Greedy decoding is deterministic, so a prompt already answered — in this eval, or in a saved report of
+    the same model with the same decoding parameters — gets exactly the reply it got before. Strategies that
+    share a prompt (every loop's first attempt at a koan the suggestion pass did not touch is the base
+    strategy's one shot) then decode it once, and a resumed or parallel run reuses what another decoded.
+    A replayed reply keeps its original token counts and model seconds, so per-attempt figures stay those of
+    a real decode; only the strategy's wall time is shorter, and the report counts the replayed attempts."""
 
     def __init__(self, generate: Any) -> None:
         self._generate = generate
@@ -43,7 +54,7 @@ class GreedyReplies:
 
     def __call__(self, prompts: list[list[dict[str, str]]], row_tasks: list[int] | None) -> list[Any]:
         rows = list(row_tasks) if row_tasks is not None else [-1] * len(prompts)
-        keys = [(json.dumps(p, sort_keys=True), r) for p, r in zip(prompts, rows, strict=True)]
+        keys = [(prompt_hash(p), r) for p, r in zip(prompts, rows, strict=True)]
         todo = [key for key in dict.fromkeys(keys) if key not in self._replies]
         if todo:
             first = [keys.index(key) for key in todo]
@@ -53,6 +64,32 @@ class GreedyReplies:
         self.misses += len(todo)
         self.hits += len(keys) - len(todo)
         return [self._replies[key] for key in keys]
+
+    def load(self, report: dict[str, Any], model_id: str | None, max_new_tokens: int) -> int:
+        """Take the greedy base-model replies of a saved report made with the same model and token limit;
+        returns how many prompts were added. Sampled attempts and rows served by coefficients (a route version) are never taken."""
+        if report.get("model") != model_id or report.get("max_new_tokens") != max_new_tokens:
+            return 0
+        added = 0
+        for entry in report.get("strategies", {}).values():
+            for record in entry.get("records", []):
+                for a in record.get("attempts", []):
+                    if (
+                        not a.get("prompt_hash")
+                        or "sampled" in a.get("strategy", "")
+                        or a.get("route_version") is not None
+                    ):
+                        continue
+                    key = (a["prompt_hash"], -1)
+                    if key not in self._replies:
+                        self._replies[key] = RecordedReply(
+                            a.get("reply", ""),
+                            a["prompt_tokens"],
+                            a["completion_tokens"],
+                            a["generate_seconds"],
+                        )
+                        added += 1
+        return added
 
 
 def _round_robin(problems: list[Problem], limit: int | None) -> list[Problem]:
@@ -178,6 +215,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if out is not None and args.resume and out.exists():
         report = json.loads(out.read_text())
     report.setdefault("strategies", {})
+    saved = dict(report)  # as recorded: its model and token limit decide whether its replies can be replayed
     sandbox = build_sandbox(settings)
     needs_model = any(STRATEGIES[n].max_attempts > 0 for n in names)
     runtime = load_runtime(settings) if needs_model else None
@@ -197,6 +235,19 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     replies = GreedyReplies(loop.generate)
     loop.generate = replies
+    if runtime is not None:
+        limit = report["max_new_tokens"]
+        sources = [saved] if args.resume and saved.get("model") else []
+        for path in args.replay_from or []:
+            try:
+                sources.append(json.loads(Path(path).read_text()))
+            except (OSError, ValueError) as exc:
+                raise CliError(f"cannot read --replay-from {path}: {exc}") from exc
+        loaded = sum(replies.load(source, runtime.model_id, limit) for source in sources)
+        if sources:
+            print(
+                f"replaying {loaded} recorded greedy replies (same model, max_new_tokens={limit})", flush=True
+            )
     runs = [(name, fmt) for fmt in formats for name in names]
     for base_name, fmt in runs:
         if STRATEGIES[base_name].max_attempts == 0 and fmt != formats[0]:
@@ -263,6 +314,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--prompt-lookup", action="store_true", help="prompt-lookup decoding (batch 1)")
     parser.add_argument("--chunk", type=int, default=16, help="koans per loop run (results saved after each)")
     parser.add_argument("--koans-dir", type=Path, default=None)
+    parser.add_argument(
+        "--replay-from",
+        action="append",
+        metavar="FILE.json",
+        help="reuse greedy replies recorded in this report for identical prompts (same model and limits)",
+    )
     parser.add_argument(
         "--from-json",
         action="append",
