@@ -60,6 +60,19 @@ class GenerationLike(Protocol):
     def seconds(self) -> float: ...
 
 
+@dataclass(frozen=True)
+class JoinedReply:
+    """A reply and its continuation, counted as one attempt (tokens and seconds summed)."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+
+
+#: Opens the code block when a reply that only explained the fix is continued.
+CODE_OPENING = "\n\n```rust\n"
+
 GenerateFn = Callable[[list[Messages], list[int] | None], Sequence[GenerationLike]]
 #: Like GenerateFn, but samples (temperature > 0) with the given seed; the service binds the parameters.
 SampleFn = Callable[[list[Messages], list[int] | None, int], Sequence[GenerationLike]]
@@ -166,7 +179,9 @@ def _same_text(a: str, b: str) -> bool:
 def _error_shape(diagnostics: Sequence[Diagnostic]) -> tuple[str, tuple[tuple[str | None, str], ...]]:
     """Two views of "the same errors": code@line signature, and the line-free (code, message) multiset."""
     errors = [d for d in diagnostics if d.is_error]
-    return signature(errors), tuple(sorted((d.code, d.message) for d in errors))
+    return signature(errors), tuple(
+        sorted(((d.code, d.message) for d in errors), key=lambda e: (e[0] or "", e[1]))
+    )
 
 
 def _same_errors(a: Sequence[Diagnostic], b: Sequence[Diagnostic]) -> bool:
@@ -462,6 +477,7 @@ class FixLoop:
             self._check_count(outs, sampled)
             replies.update({id(r): g for r, g in zip(sampled, outs, strict=True)})
 
+        self._ask_for_code(requests, replies)
         candidates: list[tuple[_Request, GenerationLike, str | None]] = []
         for request in requests:
             generation = replies[id(request)]
@@ -497,6 +513,33 @@ class FixLoop:
                 generation=generation,
                 extra_check_seconds=0.0,
                 t0=t0,
+            )
+
+    def _ask_for_code(self, requests: list[_Request], replies: dict[int, GenerationLike]) -> None:
+        """Continue, within the same attempt, every reply that holds no program: its own text plus an opened
+        ```rust fence become the start of the assistant's turn. The small model often states the cause and
+        the fix in a sentence and stops there (docs/results.md); the continuation asks for the code."""
+        pending = [
+            r
+            for r in requests
+            if "```" not in replies[id(r)].text
+            and parse_reply(replies[id(r)].text, r.state.working, r.state.output_format) is None
+        ]
+        if not pending:
+            return
+        prompts = [
+            [*r.messages, {"role": "assistant", "content": replies[id(r)].text.rstrip() + CODE_OPENING}]
+            for r in pending
+        ]
+        outs = self.generate(prompts, [r.route.row for r in pending])
+        self._check_count(outs, pending)
+        for request, out in zip(pending, outs, strict=True):
+            first = replies[id(request)]
+            replies[id(request)] = JoinedReply(
+                text=first.text.rstrip() + CODE_OPENING + out.text,
+                prompt_tokens=first.prompt_tokens + out.prompt_tokens,
+                completion_tokens=first.completion_tokens + out.completion_tokens,
+                seconds=first.seconds + out.seconds,
             )
 
     @staticmethod

@@ -70,7 +70,12 @@ class CoefficientBank(Protocol):
 
 
 def render_chat(tokenizer: Any, messages: ChatMessages) -> str:
-    """The one place chat messages become prompt text — training must use it too, so the prompts match."""
+    """The one place chat messages become prompt text — training must use it too, so the prompts match.
+
+    When the last message is the assistant's, its turn is left open and generation continues it (the loop
+    uses this to ask for the code after a reply that only explained the error)."""
+    if messages and messages[-1].get("role") == "assistant":
+        return str(tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True))
     return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from agent.diagnostics import Diagnostic, parse_rendered
 from agent.koans import load_koans
-from agent.loop import STRATEGIES, FixLoop, Problem, Strategy
+from agent.loop import CODE_OPENING, STRATEGIES, FixLoop, Problem, Strategy
 from agent.metrics import repeat_error_rate
 from agent.prompt import format_program_answer
 from agent.sandbox import Sandbox, SandboxConfig
@@ -43,7 +43,7 @@ class Scripted:
         self.calls.append((prompts, row_tasks))
         replies = []
         for messages in prompts:
-            user = messages[-1]["content"]
+            user = next(m["content"] for m in reversed(messages) if m["role"] == "user")
             match = _PROGRAM.search(user)
             assert match is not None, "the prompt must show the program in a rust block"
             replies.append(Reply(self.answer(match.group(1), user)))
@@ -244,4 +244,33 @@ def test_the_real_tiny_runtime_end_to_end(sandbox: Sandbox, tiny_runtime: object
         assert len(record.attempts) == 2
         for attempt in record.attempts:
             assert attempt.model_id == "tiny-qwen2-seed0" and attempt.prompt_tokens > 100
-            assert 0 < attempt.completion_tokens <= 16 and attempt.note
+            # A reply without code is continued once inside the same attempt: up to twice the token limit.
+            limit = 32 if CODE_OPENING in attempt.reply else 16
+            assert 0 < attempt.completion_tokens <= limit and attempt.note
+
+
+def test_a_reply_that_only_explains_is_continued_into_code_within_one_attempt(sandbox: Sandbox) -> None:
+    fixed = 'fn main() {\n    let mut count = 1;\n    count = 2;\n    println!("{count}");\n}\n'
+    broken = fixed.replace("let mut", "let")
+    seen: list[Messages] = []
+
+    def generate(prompts: list[Messages], row_tasks: list[int] | None) -> list[Reply]:
+        seen.extend(prompts)
+        out = []
+        for messages in prompts:
+            if messages[-1]["role"] == "assistant":  # the continuation: the fence is already open
+                assert messages[-1]["content"].endswith(CODE_OPENING)
+                out.append(Reply(fixed + "```", completion_tokens=30, seconds=1.0))
+            else:
+                out.append(
+                    Reply("`count` is assigned twice, so it must be declared `mut`.", completion_tokens=12)
+                )
+        return out
+
+    loop = FixLoop(sandbox, generate, _route(), "scripted")
+    [record] = loop.run([Problem("p", broken)], Strategy("loop", max_attempts=2))
+    assert record.fixed and len(record.attempts) == 1
+    attempt = record.attempts[0]
+    assert attempt.completion_tokens == 42 and attempt.generate_seconds == pytest.approx(1.5)
+    assert attempt.reply.startswith("`count` is assigned twice") and CODE_OPENING in attempt.reply
+    assert len(seen) == 2 and seen[1][:-1] == seen[0]  # same prompt, plus the assistant's own start
