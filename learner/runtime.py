@@ -9,11 +9,12 @@ up in the prompt and verified in one forward pass — exactly the greedy result,
 
 from __future__ import annotations
 
+import copy
 import inspect
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -104,6 +105,15 @@ class _Row:
     result: Generation | None = None
 
 
+@dataclass
+class _Prefix:
+    """The keys/values of a prefilled prompt for one task row (and, for a Share row, one bank snapshot)."""
+
+    task: int
+    snapshot: Any
+    cache: DynamicCache
+
+
 class ModelRuntime:
     """A causal LM with its tokenizer, serving batched chat generation to several threads."""
 
@@ -128,8 +138,15 @@ class ModelRuntime:
         self.lookup_ngram_sizes: tuple[int, ...] = (4, 3, 2)
         self.lookup_max_draft = 24
         self.lookup_min_draft = 4
-        # Counters over this runtime's prompt-lookup calls: forward passes, draft tokens proposed, accepted.
+        # Counters over this runtime's prompt-lookup calls: forward passes, draft tokens proposed, accepted;
+        # and prompt tokens whose keys/values came from the prefix cache instead of a prefill.
         self.lookup_stats: Counter[str] = Counter()
+        # Prefix cache (prompt-lookup path): the KV cache of recent prompts. A fix loop's next attempt repeats
+        # its previous prompt up to the feedback, and a continued reply repeats its whole prompt, so most of a
+        # prefill is already computed. 0 turns it off.
+        self.prefix_cache_size = 16
+        self.prefix_min_tokens = 32
+        self._prefixes: OrderedDict[tuple[int, ...], _Prefix] = OrderedDict()
         self._lock = threading.Lock()
         self.model.to(self.device)
         self.model.eval()
@@ -378,23 +395,54 @@ class ModelRuntime:
                     return seq[source : source + limit], source
         return [], None
 
+    def _cached_prefix(self, ids: list[int], task: int, snapshot: Any) -> tuple[DynamicCache, int]:
+        """A private copy of the cached keys/values sharing the longest prefix with ``ids`` (cut to that
+        prefix), and its length; a fresh cache and 0 when no entry shares at least ``prefix_min_tokens``."""
+        best: tuple[int, tuple[int, ...]] | None = None
+        for key, entry in self._prefixes.items():
+            if entry.task != task or (task != BASE_TASK and entry.snapshot is not snapshot):
+                continue  # a Share row's keys/values depend on its coefficients
+            common = _common_prefix(key, ids)
+            if common >= self.prefix_min_tokens and (best is None or common > best[0]):
+                best = (common, key)
+        if best is None:
+            return DynamicCache(config=self.model.config), 0
+        common, key = best
+        self._prefixes.move_to_end(key)
+        cache = copy.deepcopy(self._prefixes[key].cache)
+        if len(key) > common:
+            cache.crop(-(len(key) - common))
+        self.lookup_stats.update(prefix_tokens_reused=common)
+        return cache, common
+
+    def _remember_prefix(self, ids: list[int], task: int, snapshot: Any, cache: DynamicCache) -> None:
+        if self.prefix_cache_size <= 0 or len(ids) < self.prefix_min_tokens:
+            return
+        self._prefixes[tuple(ids)] = _Prefix(
+            task, snapshot if task != BASE_TASK else None, copy.deepcopy(cache)
+        )
+        self._prefixes.move_to_end(tuple(ids))
+        while len(self._prefixes) > self.prefix_cache_size:
+            self._prefixes.popitem(last=False)
+
     def _decode_with_lookup(self, row: _Row, params: GenerationParams, snapshot: Any) -> None:
         """Greedy decoding, batch 1, verifying looked-up draft tokens in one pass each (prompt lookup)."""
         row.started = time.perf_counter()
         tasks = [row.task]
-        cache = DynamicCache(config=self.model.config)
         seq = list(row.prompt_ids)
-        if len(seq) > 1:
-            # Prefill all but the last token; each step below feeds the last decided token plus the drafts.
-            prefix = torch.tensor([seq[:-1]], device=self.device)
+        # Prefill all but the last token; each step below feeds the last decided token plus the drafts.
+        cache, reused = self._cached_prefix(seq[:-1], row.task, snapshot)
+        if len(seq) - 1 > reused:
+            rest = torch.tensor([seq[reused:-1]], device=self.device)
             self._forward(
-                prefix,
-                torch.ones_like(prefix),
-                torch.arange(len(seq) - 1, device=self.device)[None],
+                rest,
+                torch.ones((1, len(seq) - 1), dtype=torch.long, device=self.device),
+                torch.arange(reused, len(seq) - 1, device=self.device)[None],
                 cache,
                 tasks,
                 snapshot,
             )
+        self._remember_prefix(seq[:-1], row.task, snapshot, cache)
         copy_from: int | None = None
         draft_limit = self.lookup_max_draft
         while True:
@@ -423,6 +471,14 @@ class ModelRuntime:
                     return
                 seq.append(token)
             copy_from = source + accepted + 1 if source is not None and accepted == len(draft) else None
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 def resolve_device(device: str) -> str:

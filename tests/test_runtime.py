@@ -87,6 +87,32 @@ def test_prompt_lookup_is_exactly_greedy(tiny_runtime: ModelRuntime) -> None:
     assert [g.text for g in looked_up] == one_by_one(tiny_runtime, params)
 
 
+def test_prefix_cache_reuses_shared_prompt_starts_without_changing_replies(
+    tiny_runtime: ModelRuntime,
+) -> None:
+    program = (
+        'fn main() {\n    let s = String::from("hi");\n    let t = s;\n    println!("{} {}", s, t);\n}\n'
+    )
+    first = chat(f"Fix this program.\n```rust\n{program}```\nerror[E0382]: borrow of moved value: `s`")
+    retry = [first[0], {"role": "user", "content": first[1]["content"] + "\nA previous attempt failed."}]
+    params = GenerationParams(max_new_tokens=16, prompt_lookup=True)
+    cold = ModelRuntime(tiny_runtime.model, tiny_runtime.tokenizer, model_id="cold")
+    cold.prefix_cache_size = 0
+    expected = [cold.generate([p], params)[0].text for p in (first, retry)]
+    reply = tiny_runtime.generate([first], params)[0].text
+    assert reply == expected[0] and tiny_runtime.lookup_stats["prefix_tokens_reused"] == 0
+    assert tiny_runtime.generate([retry], params)[0].text == expected[1]
+    shared = tiny_runtime.lookup_stats["prefix_tokens_reused"]
+    assert shared >= 40  # the system prompt, the program and the error were not prefilled again
+    continued = [*first, {"role": "assistant", "content": reply + "\n```rust\n"}]
+    assert tiny_runtime.generate([continued], params)[0].text == cold.generate([continued], params)[0].text
+    assert tiny_runtime.lookup_stats["prefix_tokens_reused"] > shared
+    # A Share row's keys and values depend on its coefficients: a base-row entry is never reused for it.
+    tiny_runtime.lookup_stats.clear()
+    tiny_runtime.generate([retry], params, row_tasks=[0], snapshot=object())
+    assert tiny_runtime.lookup_stats["prefix_tokens_reused"] == 0
+
+
 def make_copier(runtime: ModelRuntime, prompt: list[dict[str, str]], source: str, every: int) -> None:
     """Turn the random model into one that mostly copies ``source`` (as a fixing model copies its input):
     a fixed, position-dependent logit bonus, except at every ``every``-th token, where the model's own random
