@@ -272,6 +272,8 @@ def run_eval(args: argparse.Namespace) -> int:
             complete = start + args.chunk >= len(todo)
             report["strategies"][name] = _strategy_report(strategy, records, wall, complete)
             report["strategies"][name]["replayed_attempts"] = replayed
+            if runtime is not None:  # prompt lookup: passes, drafted/accepted tokens, prefix tokens reused
+                report["lookup_stats"] = dict(runtime.lookup_stats)
             report["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
             _write(out, report)
             print(f"[{name}] {len(records)}/{len(problems)} koans done, {wall:.0f} s", flush=True)
