@@ -196,8 +196,9 @@ def test_eval_loop_replays_the_base_strategys_first_reply(
     assert main([*argv, "--out", str(out), "--max-new-tokens", "8"]) == 0
     report = json.loads(out.read_text())
     base, loop = report["strategies"]["base"], report["strategies"]["loop"]
-    assert base["replayed_attempts"] == 0
-    assert loop["replayed_attempts"] == 2  # each koan's first loop prompt is the base one-shot prompt
+    assert base["replayed_generations"] == 0
+    # Each koan's first loop prompt is the base one-shot prompt (and so is its continuation, if any).
+    assert loop["replayed_generations"] >= 2
     for b, lp in zip(base["records"], loop["records"], strict=True):
         assert lp["attempts"][0]["prompt_hash"] == b["attempts"][0]["prompt_hash"]
         assert lp["attempts"][0]["reply"] == b["attempts"][0]["reply"]
@@ -249,7 +250,7 @@ def test_eval_replays_recorded_replies_on_resume_and_from_other_reports(
     assert main([*loop_argv, "--replay-from", str(first), "--out", str(second)]) == 0
     assert "replaying 2 recorded greedy replies" in capsys.readouterr().out
     loop = json.loads(second.read_text())["strategies"]["loop"]
-    assert loop["replayed_attempts"] == 2
+    assert loop["replayed_generations"] >= 2
     for b, lp in zip(base["records"], loop["records"], strict=True):
         assert lp["attempts"][0]["reply"] == b["attempts"][0]["reply"]
         assert lp["attempts"][0]["completion_tokens"] == b["attempts"][0]["completion_tokens"]

@@ -44,7 +44,8 @@ class GreedyReplies:
     share a prompt (every loop's first attempt at a koan the suggestion pass did not touch is the base
     strategy's one shot) then decode it once, and a resumed or parallel run reuses what another decoded.
     A replayed reply keeps its original token counts and model seconds, so per-attempt figures stay those of
-    a real decode; only the strategy's wall time is shorter, and the report counts the replayed attempts."""
+    a real decode; only the strategy's wall time is shorter, and the report counts the replayed generations
+    (a reply and its continuation are two)."""
 
     def __init__(self, generate: Any) -> None:
         self._generate = generate
@@ -164,7 +165,7 @@ def _report_tables(report: dict[str, Any]) -> None:
                 entry["regressions_vs_base"] = regressions(base_records, current)
     for name, entry in strategies.items():
         records = [record_from_dict(r) for r in entry["records"]]
-        replayed = entry.get("replayed_attempts", 0)
+        replayed = entry.get("replayed_generations", entry.get("replayed_attempts", 0))
         title = (
             f"\n== {name} ({len(records)} koans, {entry['wall_seconds']:.0f} s wall, {replayed} replayed) =="
         )
@@ -261,7 +262,7 @@ def run_eval(args: argparse.Namespace) -> int:
         done_ids = {r.problem_id for r in records}
         todo = [p for p in problems if p.id not in done_ids]
         wall = float(previous.get("wall_seconds", 0.0)) if args.resume else 0.0
-        replayed = int(previous.get("replayed_attempts", 0)) if args.resume else 0
+        replayed = int(previous.get("replayed_generations", 0)) if args.resume else 0
         for start in range(0, len(todo), args.chunk):
             chunk = todo[start : start + args.chunk]
             t0 = time.monotonic()
@@ -271,7 +272,7 @@ def run_eval(args: argparse.Namespace) -> int:
             replayed += replies.hits - hits_before
             complete = start + args.chunk >= len(todo)
             report["strategies"][name] = _strategy_report(strategy, records, wall, complete)
-            report["strategies"][name]["replayed_attempts"] = replayed
+            report["strategies"][name]["replayed_generations"] = replayed
             if runtime is not None:  # prompt lookup: passes, drafted/accepted tokens, prefix tokens reused
                 report["lookup_stats"] = dict(runtime.lookup_stats)
             report["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -279,7 +280,7 @@ def run_eval(args: argparse.Namespace) -> int:
             print(f"[{name}] {len(records)}/{len(problems)} koans done, {wall:.0f} s", flush=True)
         if not todo:
             report["strategies"][name] = _strategy_report(strategy, records, wall, True)
-            report["strategies"][name]["replayed_attempts"] = replayed
+            report["strategies"][name]["replayed_generations"] = replayed
     _report_tables(report)
     _write(out, report)
     return 0
