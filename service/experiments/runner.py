@@ -21,7 +21,6 @@ the verified one-shot pass rate (a generation + sandbox check per koan).
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import statistics
@@ -40,7 +39,7 @@ from learner.share.accounting import task_cost
 from learner.share.analysis import plot_subspace, subspace_report
 from learner.share.artifacts import load_seed, save_seed
 from learner.share.bank import ShareBank
-from learner.share.layer import attach_share, detach_share, share_layers
+from learner.share.layer import attach_share, detach_share
 from learner.share.math import LayerBasis, LoraSeed, TaskCoefficients
 from learner.share.phases import Phase2Config, phase1, phase2, phase3
 from learner.share.seeds import SeedConfig, train_lora_seed
@@ -57,8 +56,6 @@ from service.experiments.variants import (
     restore_weights,
     snapshot_weights,
 )
-
-log = logging.getLogger(__name__)
 
 #: The score of the R matrices, the heatmap and the sweeps: NLL of the reference fix's changed lines.
 SCORE = "edit_nll"
@@ -758,4 +755,4 @@ def _atomic_write(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["STAGES", "Experiment", "ExperimentConfig", "share_layers"]
+__all__ = ["SCORE", "STAGES", "Experiment", "ExperimentConfig"]
