@@ -193,6 +193,7 @@ def test_eval_loop_replays_the_base_strategys_first_reply(
     out = settings_env / "results.json"
     # One attempt: the tiny model's 2k context cannot hold a feedback prompt; the first attempt is the point.
     argv = ["eval", "--strategy", "base", "--strategy", "loop", "--limit", "2", "--max-attempts", "1"]
+    # (--max-attempts sets the loop's attempts; base stays one shot whatever it says)
     assert main([*argv, "--out", str(out), "--max-new-tokens", "8"]) == 0
     report = json.loads(out.read_text())
     base, loop = report["strategies"]["base"], report["strategies"]["loop"]
@@ -258,3 +259,55 @@ def test_eval_replays_recorded_replies_on_resume_and_from_other_reports(
     other = ["eval", "--strategy", "loop", "--limit", "1", "--max-attempts", "1", "--max-new-tokens", "9"]
     assert main([*other, "--replay-from", str(first)]) == 0
     assert "replaying 0 recorded greedy replies" in capsys.readouterr().out
+
+
+def test_eval_from_json_joins_one_strategy_split_across_reports(
+    settings_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parts = []
+    for family in ("mutability", "moves"):
+        path = settings_env / f"{family}.json"
+        assert main(["eval", "--strategy", "rustfix", "--family", family, "--out", str(path)]) == 0
+        parts.append(json.loads(path.read_text())["strategies"]["rustfix"])
+    merged = settings_env / "merged.json"
+    argv = [
+        "eval",
+        "--from-json",
+        str(settings_env / "mutability.json"),
+        "--from-json",
+        str(settings_env / "moves.json"),
+    ]
+    assert main([*argv, "--out", str(merged)]) == 0
+    entry = json.loads(merged.read_text())["strategies"]["rustfix"]
+    assert len(entry["records"]) == len(parts[0]["records"]) + len(parts[1]["records"])
+    assert set(entry["stats"]) == {"mutability", "moves", "ALL"}
+    assert (
+        entry["stats"]["ALL"]["fixed"]
+        == parts[0]["stats"]["ALL"]["fixed"] + parts[1]["stats"]["ALL"]["fixed"]
+    )
+    assert entry["wall_seconds"] == max(p["wall_seconds"] for p in parts)
+
+
+@pytest.mark.slow
+def test_max_attempts_never_turns_the_base_strategy_into_a_loop(settings_env: Path) -> None:
+    out = settings_env / "base.json"
+    assert (
+        main(
+            [
+                "eval",
+                "--strategy",
+                "base",
+                "--limit",
+                "2",
+                "--max-attempts",
+                "3",
+                "--max-new-tokens",
+                "8",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    records = json.loads(out.read_text())["strategies"]["base"]["records"]
+    assert [len(r["attempts"]) for r in records] == [1, 1]

@@ -193,7 +193,23 @@ def _from_json(paths: list[str], out: Path | None) -> int:
             raise CliError(f"{path} is not a `dreamfix eval --out` report")
         for key in ("model", "split", "max_new_tokens", "prompt_lookup"):
             merged.setdefault(key, report.get(key))
-        merged["strategies"].update(report["strategies"])
+        for name, entry in report["strategies"].items():
+            if name not in merged["strategies"]:
+                merged["strategies"][name] = {**entry, "parts": [path]}
+                continue
+            # The same strategy on other koans (e.g. families split across processes run side by side).
+            into = merged["strategies"][name]
+            seen = {r["problem_id"] for r in into["records"]}
+            into["records"] += [r for r in entry["records"] if r["problem_id"] not in seen]
+            into["complete"] = bool(into.get("complete")) and bool(entry.get("complete"))
+            into["wall_seconds"] = max(into["wall_seconds"], entry["wall_seconds"])  # parts ran in parallel
+            into["parts"].append(path)
+            for key in ("replayed_generations", "replayed_attempts"):
+                if key in entry:
+                    into[key] = into.get(key, 0) + entry[key]
+    for entry in merged["strategies"].values():
+        records = [record_from_dict(r) for r in entry["records"]]
+        entry["stats"] = {family: s.to_dict() for family, s in by_family(records).items()}
     _report_tables(merged)
     _write(out, merged)
     return 0
@@ -255,7 +271,7 @@ def run_eval(args: argparse.Namespace) -> int:
             continue  # no model involved: the answer format changes nothing
         name = base_name if len(formats) == 1 else f"{base_name}@{fmt}"
         strategy = replace(STRATEGIES[base_name], name=name, output_format=fmt)
-        if args.max_attempts is not None and strategy.max_attempts > 0:
+        if args.max_attempts is not None and base_name.startswith("loop"):  # base stays one-shot
             strategy = replace(strategy, max_attempts=args.max_attempts)
         previous = report["strategies"].get(name, {})
         records = [record_from_dict(r) for r in previous.get("records", [])] if args.resume else []
@@ -312,7 +328,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         choices=["program", "edits"],
         help="answer format (repeatable: each strategy runs once per format; default: the measured best)",
     )
-    parser.add_argument("--max-attempts", type=int, help="override the strategies' model attempts")
+    parser.add_argument(
+        "--max-attempts", type=int, help="model attempts of the loop strategies (base stays one shot)"
+    )
     parser.add_argument("--max-new-tokens", type=int, help="default: settings.agent.max_new_tokens")
     parser.add_argument("--prompt-lookup", action="store_true", help="prompt-lookup decoding (batch 1)")
     parser.add_argument("--chunk", type=int, default=16, help="koans per loop run (results saved after each)")
