@@ -450,7 +450,7 @@ class Experiment:
         naive = R.setdefault("naive LoRA", [])
         if len(naive) < len(tasks):
             with self.plain_model():
-                originals = snapshot_weights(self.model, [k for k in _layer_keys(self.seed(tasks[0]))])
+                originals = snapshot_weights(self.model, _layer_keys(self.seed(tasks[0])))
                 try:
                     naive.clear()  # the merged weights are not saved: a resumed run replays every night
                     for night, task in enumerate(tasks):

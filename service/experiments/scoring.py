@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -91,10 +92,12 @@ def reference_nll(
             ids = torch.tensor([encoded.input_ids], device=runtime.device)
             keep = len(answer) + 1
             row = rows[i] if rows is not None else -1
-            if pinned is not None:
-                with routed(torch.tensor([row], dtype=torch.long, device=runtime.device), pinned):
-                    logits = model(input_ids=ids, logits_to_keep=keep).logits
-            else:
+            route = (
+                routed(torch.tensor([row], dtype=torch.long, device=runtime.device), pinned)
+                if pinned is not None
+                else nullcontext()
+            )
+            with route:
                 logits = model(input_ids=ids, logits_to_keep=keep).logits
             logp = torch.log_softmax(logits[0, :-1].float(), dim=-1)
             target = torch.tensor(answer, device=runtime.device)

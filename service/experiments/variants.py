@@ -49,22 +49,16 @@ def _linear(model: nn.Module, key: str) -> nn.Linear:
 @contextmanager
 def applied(model: nn.Module, deltas: Mapping[str, Tensor]) -> Iterator[None]:
     """W ← W0 + ΔW for every layer in ``deltas`` inside the block; the original weights come back after."""
-    saved: list[tuple[nn.Linear, Tensor]] = []
+    for key, delta in deltas.items():
+        weight = _linear(model, key).weight
+        if tuple(delta.shape) != tuple(weight.shape):
+            raise ValueError(f"layer {key}: delta {tuple(delta.shape)} != {tuple(weight.shape)}")
+    originals = snapshot_weights(model, list(deltas))
     try:
-        with torch.no_grad():
-            for key, delta in deltas.items():
-                linear = _linear(model, key)
-                if tuple(delta.shape) != tuple(linear.weight.shape):
-                    raise ValueError(
-                        f"layer {key}: delta {tuple(delta.shape)} != {tuple(linear.weight.shape)}"
-                    )
-                saved.append((linear, linear.weight.detach().clone()))
-                linear.weight.add_(delta.to(linear.weight.device, linear.weight.dtype))
+        add_in_place(model, deltas)
         yield
     finally:
-        with torch.no_grad():
-            for linear, original in saved:
-                linear.weight.copy_(original)
+        restore_weights(model, originals)
 
 
 def add_in_place(model: nn.Module, deltas: Mapping[str, Tensor]) -> None:
