@@ -149,6 +149,32 @@ def test_all_stages_run_resume_and_write_figures(experiment: Experiment, tmp_pat
     assert json.loads((experiment.root / "training.json").read_text()) == before
 
 
+def test_the_prefix_cache_gives_the_same_seeds_and_scores_as_full_forwards(
+    tmp_path: Path, tiny_runtime: ModelRuntime, sandbox: Sandbox
+) -> None:
+    results = {}
+    for cached in (True, False):
+        exp = Experiment(
+            tmp_path / f"cache-{cached}",
+            _config(layers=[1], prefix_cache=cached, seeds=[0]),
+            tiny_runtime,
+            sandbox,
+            TaskRouter(),
+        )
+        exp.progress = lambda _msg: None
+        exp.run("seeds")
+        results[cached] = exp.run("strategies")
+    assert results[True]["prefix_cache"]["hits"] > 0 and "prefix_cache" not in results[False]
+    summary = results[False]["summary"]
+    assert len(summary) == 7
+    for name, row in summary.items():
+        for metric in ("nll", "edit_nll"):
+            assert results[True]["summary"][name][metric] == pytest.approx(row[metric], abs=2e-3), name
+            assert results[True]["summary"][name][f"{metric}_by_family"] == pytest.approx(
+                row[f"{metric}_by_family"], abs=2e-3
+            ), name
+
+
 def test_a_resumed_experiment_must_keep_its_config(
     experiment: Experiment, tiny_runtime: ModelRuntime, sandbox: Sandbox
 ) -> None:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from learner import routing
 from learner.share.bank import BankSnapshot, LayerState, ShareBank
-from learner.share.examples import Example, batch_stream, collate, encode_all, pad_token_id
+from learner.share.examples import EncodedExample, Example, batch_stream, collate, encode_all, pad_token_id
 from learner.share.layer import share_layers
 from learner.share.math import (
     LayerBasis,
@@ -35,6 +35,7 @@ from learner.share.math import (
     project,
     reconstruct,
 )
+from learner.share.prefix import FrozenPrefix
 from learner.share.training import frozen, optimise
 
 log = logging.getLogger(__name__)
@@ -208,6 +209,13 @@ class CoefficientTrainer:
         with frozen(self.model), routing.routed(rows, self.snapshot()):
             return self.model(**batch).loss
 
+    def prefix_loss(self, prefix: FrozenPrefix, batch: Sequence[EncodedExample]) -> Tensor:
+        """The same loss from a frozen-prefix cache (one unpadded example at a time, all routed to row 0)."""
+        row = torch.zeros(1, dtype=torch.long, device=self.device)
+        snapshot = self.snapshot()
+        with frozen(self.model):
+            return prefix.loss(self.model, batch, lambda: routing.routed(row, snapshot))
+
     def fit(
         self,
         tokenizer: Any,
@@ -220,15 +228,20 @@ class CoefficientTrainer:
         seed: int,
         progress: bool,
         desc: str,
+        prefix: FrozenPrefix | None = None,
     ) -> list[float]:
         encoded = encode_all(tokenizer, examples, max_length)
         pad = pad_token_id(tokenizer)
+        if prefix is not None:
+            prefix.require_suffix(list(self.bases))
         was_training = self.model.training
         self.model.eval()  # no dropout: the coefficients see exactly the serving forward
         try:
             return optimise(
                 self.parameters(),
-                lambda b: self.loss(collate(b, pad, self.device)),
+                (lambda b: self.prefix_loss(prefix, b))
+                if prefix is not None
+                else (lambda b: self.loss(collate(b, pad, self.device))),
                 batch_stream(encoded, batch_size, seed),
                 steps=steps,
                 lr=lr,
@@ -258,6 +271,7 @@ def phase2(
     config: Phase2Config | None = None,
     *,
     task: str = "new task",
+    prefix: FrozenPrefix | None = None,
 ) -> Phase2Result:
     """Learn a new task's coefficients in ``bank``'s frozen bases. The bank itself is not touched: install
     the result with ``bank.set_task`` (φ = 0) or merge it first with ``phase3`` (φ > 0)."""
@@ -275,6 +289,7 @@ def phase2(
         seed=cfg.seed,
         progress=cfg.progress,
         desc=f"Share phase 2 {task}",
+        prefix=prefix,
     )
     log.info("Share phase 2 %s: %d steps, loss %.4f → %.4f", task, cfg.steps, losses[0], losses[-1])
     return trainer.result(losses)
@@ -380,6 +395,8 @@ def finetune_merged(
     merged: MergeResult,
     examples_by_task: Mapping[str, Sequence[Example]],
     config: Phase2Config | None = None,
+    *,
+    prefix: FrozenPrefix | None = None,
 ) -> MergeResult:
     """Optional last step of Phase 3: a few steps per task on its own examples, starting from the merged
     coefficients, with the new bases frozen. The model must carry ShareLinear layers for those bases."""
@@ -400,6 +417,7 @@ def finetune_merged(
             seed=cfg.seed,
             progress=cfg.progress,
             desc=f"Share phase 3 {name}",
+            prefix=prefix,
         )
         coefficients[name] = trainer.result(losses).coeffs
         all_losses[name] = losses

@@ -20,6 +20,7 @@ from learner.share.artifacts import save_seed
 from learner.share.examples import Example, batch_stream, collate, encode_all, pad_token_id
 from learner.share.layer import share_layers
 from learner.share.math import LoraSeed, SeedLayer
+from learner.share.prefix import FrozenPrefix
 from learner.share.training import model_device, optimise
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,13 @@ def train_lora_seed(
     config: SeedConfig | None = None,
     *,
     base_model_id: str | None = None,
+    prefix: FrozenPrefix | None = None,
 ) -> SeedResult:
     """Train a LoRA on ``examples`` (loss on answer tokens only) and return its per-layer A, B and scaling.
 
     Runs on whatever device the model is on. Seeded: same model, examples and config → same adapter.
+    With ``prefix`` the frozen layers below the adapted ones run once per example (learner.share.prefix);
+    every target module must then lie at or above its start layer.
     """
     from peft import LoraConfig, get_peft_model
 
@@ -93,8 +97,12 @@ def train_lora_seed(
         try:
             peft_model.train(cfg.dropout > 0)  # no dropout → eval mode: deterministic, same as inference
             params = [p for p in peft_model.parameters() if p.requires_grad]
+            if prefix is not None:
+                prefix.require_suffix(_lora_module_names(peft_model))
 
             def loss_fn(batch: list[Any]) -> torch.Tensor:
+                if prefix is not None:
+                    return prefix.loss(peft_model, batch)
                 return peft_model(**collate(batch, pad, device)).loss
 
             def on_step(step: int, _loss: float) -> None:
@@ -124,6 +132,12 @@ def train_lora_seed(
             model.train(was_training)
     log.info("LoRA seed %s: %d steps, loss %.4f → %.4f", name, cfg.steps, losses[0], losses[-1])
     return SeedResult(seed=seed, losses=losses, checkpoints=checkpoints)
+
+
+def _lora_module_names(peft_model: nn.Module) -> list[str]:
+    from peft.tuners.lora import LoraLayer
+
+    return [name for name, module in peft_model.named_modules() if isinstance(module, LoraLayer)]
 
 
 def _extract(peft_model: nn.Module, name: str, base_model_id: str | None) -> LoraSeed:

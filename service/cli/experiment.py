@@ -174,6 +174,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--score-all-families", dest="score_all_families", action="store_true", default=None)
     run.add_argument("--pass-rate", dest="pass_rate", action="store_true", default=None)
     run.add_argument("--layers", type=lambda s: [int(x) for x in s.split(",")], help="e.g. 20,21,22,23")
+    run.add_argument(
+        "--no-prefix-cache",
+        dest="prefix_cache",
+        action="store_false",
+        default=None,
+        help="run every layer on every pass (default: the unadapted layers below --layers run once per sequence)",
+    )
     run.add_argument("--lora-rank", dest="lora_rank", type=int)
     run.add_argument("--seed-steps", dest="seed_steps", type=int)
     run.add_argument("--phase2-steps", dest="phase2_steps", type=int)

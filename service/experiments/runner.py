@@ -42,6 +42,7 @@ from learner.share.bank import ShareBank
 from learner.share.layer import attach_share, detach_share
 from learner.share.math import LayerBasis, LoraSeed, TaskCoefficients
 from learner.share.phases import Phase2Config, phase1, phase2, phase3
+from learner.share.prefix import FrozenPrefix
 from learner.share.seeds import SeedConfig, train_lora_seed
 from router import TaskRouter
 from service.experiments import plots
@@ -93,6 +94,9 @@ class ExperimentConfig:
     sweep_phis: list[int] = field(default_factory=lambda: [0, 2])
     max_new_tokens: int = 512
     data_seed: int = 0
+    # Run the unadapted layers below min(layers) once per sequence (learner.share.prefix); exact up to
+    # float rounding, so it is part of the config a resumed run must match.
+    prefix_cache: bool = True
 
     def target_names(self, model: Any) -> list[str]:
         """PEFT target names: bare module names, or ``layers.{i}.self_attn.{m}`` for chosen layers."""
@@ -131,6 +135,7 @@ class Experiment:
         self._check_config()
         self._examples: dict[str, list[Any]] | None = None
         self._items: list[EvalItem] | None = None
+        self._prefix: FrozenPrefix | None = None
         self.progress: Callable[[str], None] = lambda msg: print(msg, flush=True)
 
     # ------------------------------------------------------------------------------------------ plumbing
@@ -161,6 +166,15 @@ class Experiment:
     @property
     def model(self) -> Any:
         return self.runtime.model
+
+    @property
+    def prefix(self) -> FrozenPrefix | None:
+        """The frozen-prefix cache shared by every training and scoring pass, when only top layers adapt."""
+        if not self.config.prefix_cache or not self.config.layers or min(self.config.layers) == 0:
+            return None
+        if self._prefix is None:
+            self._prefix = FrozenPrefix(self.model, min(self.config.layers))
+        return self._prefix
 
     def examples(self) -> dict[str, list[Any]]:
         """Training examples per task, built once (sandbox-verified) and cached in the folder."""
@@ -210,6 +224,7 @@ class Experiment:
                     f"{task}-s{seed}",
                     self._seed_config(seed),
                     base_model_id=self.runtime.model_id,
+                    prefix=self.prefix,
                 )
                 save_seed(path, result.seed)
                 self._log_training(path.stem, result.losses, time.monotonic() - started)
@@ -277,7 +292,7 @@ class Experiment:
     ) -> dict[str, dict[str, Any]]:
         """item id → {"nll", "edit_nll", and "fixed" when pass rates are on} for one model configuration."""
         scored = [replace_messages(i, prompt_for(i, True)) for i in items] if hints else list(items)
-        nll = reference_nll(self.runtime, scored, rows, snapshot)
+        nll = reference_nll(self.runtime, scored, rows, snapshot, prefix=self.prefix)
         out: dict[str, dict[str, Any]] = {i.id: dict(v) for i, v in zip(items, nll, strict=True)}
         if self.config.pass_rate if with_pass is None else with_pass:
             outcomes = pass_results(
@@ -465,6 +480,7 @@ class Experiment:
                                 f"naive-{night}-{task}",
                                 self._seed_config(self.config.seeds[0]),
                                 base_model_id=self.runtime.model_id,
+                                prefix=self.prefix,
                             )
                             lora = trained.seed
                             self._log_training(
@@ -496,6 +512,7 @@ class Experiment:
                             examples[task],
                             self._phase2_config(phi=self._phi_for(bases)),
                             task=task,
+                            prefix=self.prefix,
                         )
                         self._log_training(
                             f"share-{night}-{task}", learned.losses, time.monotonic() - started
@@ -608,6 +625,7 @@ class Experiment:
                     self.examples()[held],
                     self._phase2_config(pseudo_rank=p, phi=min(phi, self._phi_for(bases)) if phi else 0),
                     task=held,
+                    prefix=self.prefix,
                 )
             if learned.phi:
                 merged = phase3(bases, {}, {held: learned}, threshold=1.0, cap=cap + learned.phi)
@@ -659,8 +677,13 @@ class Experiment:
             "sweep": self.run_sweep,
         }
         started = time.monotonic()
+        if self.prefix is not None:
+            self.prefix.check()
         result = runners[stage]()
         result["wall_seconds_this_run"] = round(time.monotonic() - started, 1)
+        if self.prefix is not None:
+            self.prefix.check()
+            result["prefix_cache"] = self.prefix.stats()
         self.save_result(stage, result)
         return result
 

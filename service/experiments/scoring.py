@@ -24,6 +24,7 @@ from agent.sandbox import Sandbox
 from learner.routing import routed
 from learner.runtime import GenerationParams, ModelRuntime
 from learner.share.examples import IGNORE_INDEX, encode_example
+from learner.share.prefix import FrozenPrefix
 from router.table import Route
 from service.experiments.data import EvalItem
 
@@ -70,12 +71,14 @@ def reference_nll(
     snapshot: Any = None,
     *,
     max_length: int = 2048,
+    prefix: FrozenPrefix | None = None,
 ) -> list[dict[str, float]]:
     """Per item: ``nll`` = mean NLL (nats/token) of the whole reference answer, ``edit_nll`` = mean NLL of
     the tokens on the lines the fix changed. ``rows`` routes item i (-1 = base model).
 
     One prompt per forward (no padding; logits only for the answer positions: the 152k-entry output layer
-    over the whole prompt would cost a quarter of the forward)."""
+    over the whole prompt would cost a quarter of the forward). With ``prefix`` the unadapted layers below
+    its start run once per item across all configurations scored (learner.share.prefix)."""
     if rows is not None and len(rows) != len(items):
         raise ValueError(f"{len(rows)} rows for {len(items)} items")
     tokenizer, model = runtime.tokenizer, runtime.model
@@ -98,7 +101,10 @@ def reference_nll(
                 else nullcontext()
             )
             with route:
-                logits = model(input_ids=ids, logits_to_keep=keep).logits
+                if prefix is not None:
+                    logits = prefix.logits(model, encoded.input_ids, keep)
+                else:
+                    logits = model(input_ids=ids, logits_to_keep=keep).logits
             logp = torch.log_softmax(logits[0, :-1].float(), dim=-1)
             target = torch.tensor(answer, device=runtime.device)
             nll = -logp.gather(-1, target[:, None])[:, 0]
