@@ -13,6 +13,7 @@ from learner.runtime import ModelRuntime
 from learner.share.layer import share_layers
 from router import TaskRouter
 from service.experiments.data import eval_items, task_examples
+from service.experiments.report import markdown
 from service.experiments.runner import Experiment, ExperimentConfig
 from service.experiments.scoring import reference_nll
 from service.experiments.variants import applied, lora_deltas
@@ -143,6 +144,12 @@ def test_all_stages_run_resume_and_write_figures(experiment: Experiment, tmp_pat
     assert {"base", "LoRA"} <= set(sweep["points"]) and len(sweep["points"]) >= 5
     for png in ("heatmap", "sequential", "subspace_tasks", "subspace_seeds", "sweep", "strategies_nll"):
         assert (experiment.root / "figures" / f"{png}.png").stat().st_size > 1000
+    text = markdown(experiment.root, tmp_path / "figs", "figs")
+    assert "(not run yet)" not in text
+    for heading in ("R matrix, Share", "GEM metrics", "Subspace stability, other seeds", "| routed |"):
+        assert heading in text
+    assert (tmp_path / "figs" / f"{experiment.root.name}-heatmap.png").exists()
+    assert f"](figs/{experiment.root.name}-sweep.png)" in text
     # Resuming does no training again: every seed is on disk and every stage skips finished cells.
     before = json.loads((experiment.root / "training.json").read_text())
     experiment.run("strategies")
@@ -202,6 +209,8 @@ def test_experiment_cli_lists_shows_and_rejects_bad_input(
         assert "no experiment runs recorded yet" in capsys.readouterr().out
         assert main(["experiment", "show", "--name", "nope"]) == 2
         assert "no experiment named 'nope'" in capsys.readouterr().err
+        assert main(["experiment", "report", "--name", "nope"]) == 2
+        assert "no experiment 'nope'" in capsys.readouterr().err
         assert main(["experiment", "run", "seeds", "--name", "x", "--tasks", "borrows,nonesuch"]) == 2
         assert "unknown task(s) ['nonesuch']" in capsys.readouterr().err
         assert main(["experiment", "run", "seeds", "--name", "../x"]) == 2

@@ -153,6 +153,16 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from service.experiments.report import markdown
+
+    root = _experiment_dir(args.name)
+    if not (root / "config.json").exists():
+        raise CliError(f"no experiment {args.name!r} in {root.parent}")
+    print(markdown(root, args.figures, args.figures_link))
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from service.experiments.runner import STAGES
 
@@ -198,3 +208,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show.add_argument("--name", required=True)
     show.add_argument("stage", nargs="?", choices=list(STAGES))
     show.set_defaults(handler=_show)
+    report = sub.add_parser("report", help="markdown tables of every recorded stage (for docs/results.md)")
+    report.add_argument("--name", required=True)
+    report.add_argument("--figures", type=Path, help="copy the figures into this folder and link them")
+    report.add_argument("--figures-link", help="how the markdown refers to that folder (default: its path)")
+    report.set_defaults(handler=_report)

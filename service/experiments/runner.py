@@ -20,6 +20,7 @@ the verified one-shot pass rate (a generation + sandbox check per koan).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -259,9 +260,12 @@ class Experiment:
 
     def _log_training(self, name: str, losses: list[float], seconds: float) -> None:
         path = self.root / "training.json"
-        data = json.loads(path.read_text()) if path.exists() else {}
-        data[name] = {"losses": losses, "seconds": round(seconds, 1)}
-        _atomic_write(path, data)
+        # Stages of one experiment may run in parallel processes: read-modify-write under a lock.
+        with open(self.root / ".training.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = json.loads(path.read_text()) if path.exists() else {}
+            data[name] = {"losses": losses, "seconds": round(seconds, 1)}
+            _atomic_write(path, data)
         self.progress(f"trained {name}: loss {losses[0]:.3f} → {losses[-1]:.3f} in {seconds:.0f} s")
 
     @contextmanager

@@ -19,6 +19,7 @@ from agent.koans import train_koans
 from agent.loop import DEFAULT_OUTPUT_FORMAT
 from agent.prompt import training_example
 from agent.sandbox import Job
+from learner.share.examples import encode_example
 from learner.share.prefix import FrozenPrefix
 from learner.share.seeds import SeedConfig, train_lora_seed
 from router import TaskRouter
@@ -62,10 +63,7 @@ def main() -> None:
         max_length=1024,
         progress=False,
     )
-    tokens = [
-        len(tokenizer.apply_chat_template(m, tokenize=True)) + len(tokenizer(a)["input_ids"])
-        for m, a in examples
-    ]
+    tokens = [len(encode_example(tokenizer, m, a, 1024).input_ids) for m, a in examples]
     print(
         f"model {runtime.model_id}, threads {torch.get_num_threads()}, adapted layers {layers}, "
         f"{len(examples)} training examples ({sum(tokens) // len(tokens)} tokens mean), {len(items)} eval koans"
