@@ -150,6 +150,10 @@ def test_all_stages_run_resume_and_write_figures(experiment: Experiment, tmp_pat
         assert heading in text
     assert (tmp_path / "figs" / f"{experiment.root.name}-heatmap.png").exists()
     assert f"](figs/{experiment.root.name}-sweep.png)" in text
+    partial = json.loads(experiment.result_path("sequential").read_text())
+    experiment.save_result("sequential", {"R": partial["R"]})  # as a stage still running leaves it
+    assert "(incomplete: the stage has not finished; missing 'tasks')" in markdown(experiment.root)
+    experiment.save_result("sequential", partial)
     # Resuming does no training again: every seed is on disk and every stage skips finished cells.
     before = json.loads((experiment.root / "training.json").read_text())
     experiment.run("strategies")

@@ -189,7 +189,11 @@ def markdown(root: Path, figures: Path | None = None, figures_link: str | None =
         if data is None:
             lines += ["(not run yet)", ""]
             continue
-        lines += RENDER[stage](data)
+        try:
+            lines += RENDER[stage](data)
+        except (KeyError, StopIteration) as exc:  # a stage still running saves partial results
+            lines += [f"(incomplete: the stage has not finished; missing {exc})", ""]
+            continue
         lines += [f"Wall time of the stage's last run: {data.get('wall_seconds_this_run', 0):.0f} s", ""]
         link = figures_link or (str(figures) if figures is not None else None)
         for stem in sorted(s for s in copied if s.startswith(stage)):
