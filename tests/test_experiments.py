@@ -142,6 +142,8 @@ def test_all_stages_run_resume_and_write_figures(experiment: Experiment, tmp_pat
     assert "disjoint_tasks" in sub and "other_seeds" in sub
     sweep = json.loads(experiment.result_path("sweep").read_text())
     assert {"base", "LoRA"} <= set(sweep["points"]) and len(sweep["points"]) >= 5
+    trained = {k: p for k, p in sweep["points"].items() if ":" in k}
+    assert all(p["phi_used"] == 0 for k, p in trained.items() if "phi=0" in k)
     for png in ("heatmap", "sequential", "subspace_tasks", "subspace_seeds", "sweep", "strategies_nll"):
         assert (experiment.root / "figures" / f"{png}.png").stat().st_size > 1000
     text = markdown(experiment.root, tmp_path / "figs", "figs")

@@ -430,7 +430,7 @@ class Experiment:
             [*self.config.tasks, "routed"],
             families,
             self.root / "figures" / "heatmap.png",
-            "Edit NLL change vs base (rows: coefficients applied; columns: eval family)",
+            "Edit NLL change vs base\n(rows: coefficients applied; columns: eval family)",
             "Δ edit NLL (nats/token, < 0 = better)",
         )
         return {"columns": columns, "families": families, "matrix": matrix, "applied_check": applied_check}
@@ -645,6 +645,8 @@ class Experiment:
                 "bytes": cost.share_bytes,
                 "k": _mean([b.k_beta + b.k_alpha for b in bases.values()]) / 2,
                 "final_loss": learned.losses[-1],
+                # φ is capped at k/4 of the smallest layer basis: the label asks, this is what ran.
+                "phi_used": learned.phi,
             }
             state["points"] = points
             self.save_result("sweep", state)
