@@ -46,6 +46,20 @@ def test_forgetting_counts_a_peak_reached_after_the_task_was_learned() -> None:
     assert m["acc"] == pytest.approx(0.7)
 
 
+def test_forgetting_ignores_scores_from_before_a_task_was_learned() -> None:
+    # Task 1's adapter makes it worse than the base model (0.5 -> 0.4) and it stays there: nothing was
+    # forgotten, though the best score in its column (0.5, night 0) came before it was learned.
+    R = [
+        [0.7, 0.5, 0.2],
+        [0.7, 0.4, 0.2],
+        [0.7, 0.4, 0.9],
+    ]
+    m = cl_metrics(R, base=[0.3, 0.5, 0.2])
+    assert m["forgetting"] == pytest.approx(0.0)
+    assert m["bwt"] == pytest.approx(0.0)
+    assert m["fwt"] == pytest.approx(((0.5 - 0.5) + (0.2 - 0.2)) / 2)
+
+
 @pytest.mark.parametrize(
     ("R", "base", "match"),
     [

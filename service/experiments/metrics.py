@@ -37,15 +37,17 @@ def cl_metrics(R: Sequence[Sequence[float]], base: Sequence[float]) -> dict[str,
     - ``bwt``: backward transfer, ``mean_{j<T-1} (R[T-1][j] - R[j][j])``; negative means forgetting.
     - ``fwt``: forward transfer, ``mean_{j>=1} (R[j-1][j] - base[j])``: what earlier tasks gave a task
       before it was learned.
-    - ``forgetting``: ``mean_{j<T-1} (max_{i<T-1} R[i][j] - R[T-1][j])``, the drop from each task's best
-      (catches forgetting that BWT misses when a task peaked after it was learned).
+    - ``forgetting``: ``mean_{j<T-1} (max_{j<=i<T-1} R[i][j] - R[T-1][j])``, the drop from each task's best
+      score since it was learned (catches forgetting that BWT misses when a task peaked after it was
+      learned; scores from before it was learned do not count — a task whose adapter is worse than the base
+      model has not been forgotten).
     """
     T = _validate(R, base)
     last = R[T - 1]
     acc = sum(float(v) for v in last) / T
     bwt = sum(float(last[j]) - float(R[j][j]) for j in range(T - 1)) / (T - 1)
     fwt = sum(float(R[j - 1][j]) - float(base[j]) for j in range(1, T)) / (T - 1)
-    forgetting = sum(max(float(R[i][j]) for i in range(T - 1)) - float(last[j]) for j in range(T - 1)) / (
+    forgetting = sum(max(float(R[i][j]) for i in range(j, T - 1)) - float(last[j]) for j in range(T - 1)) / (
         T - 1
     )
     return {"acc": acc, "bwt": bwt, "fwt": fwt, "forgetting": forgetting}
