@@ -144,6 +144,11 @@ def test_all_stages_run_resume_and_write_figures(experiment: Experiment, tmp_pat
     assert {"base", "LoRA"} <= set(sweep["points"]) and len(sweep["points"]) >= 5
     trained = {k: p for k, p in sweep["points"].items() if ":" in k}
     assert all(p["phi_used"] == 0 for k, p in trained.items() if "phi=0" in k)
+    assert {k for k in trained if k.startswith("phi:")} == {
+        "phi: cap=8 p=1 phi=0 full span",
+        "phi: cap=8 p=1 phi=1 full span",
+    }
+    assert trained["phi: cap=8 p=1 phi=1 full span"]["phi_used"] == 1  # the full span leaves room for φ
     for png in ("heatmap", "sequential", "subspace_tasks", "subspace_seeds", "sweep", "strategies_nll"):
         assert (experiment.root / "figures" / f"{png}.png").stat().st_size > 1000
     text = markdown(experiment.root, tmp_path / "figs", "figs")

@@ -601,10 +601,13 @@ class Experiment:
         state = self.load_result("sweep")
         points: dict[str, dict[str, Any]] = state.get("points", {})
         c = self.config
+        # φ is capped at k/4 of the smallest layer basis, and the threshold basis is often only ~4 wide:
+        # the φ knob is compared on the full span of the other tasks' seeds (threshold 1.0, up to the
+        # cap), φ = 0 included, so that every φ asked for can run.
         configs = (
-            [("cap", cap, c.pseudo_rank, 0) for cap in c.sweep_caps]
-            + [("p", c.k_cap, p, 0) for p in c.sweep_ps if p != c.pseudo_rank]
-            + [("phi", c.k_cap, c.pseudo_rank, phi) for phi in c.sweep_phis if phi != 0]
+            [("cap", cap, c.pseudo_rank, 0, c.threshold) for cap in c.sweep_caps]
+            + [("p", c.k_cap, p, 0, c.threshold) for p in c.sweep_ps if p != c.pseudo_rank]
+            + [("phi", c.k_cap, c.pseudo_rank, phi, 1.0) for phi in sorted({0, *c.sweep_phis})]
         )
         if "base" not in points:
             points["base"] = {
@@ -615,11 +618,11 @@ class Experiment:
             with self.plain_model(), applied(self.model, lora_deltas(self.seed(held))):
                 score = -_mean([v[SCORE] for v in self.score(items, with_pass=False).values()])
             points["LoRA"] = {"score": score, "bytes": _lora_bytes(self.seed(held))}
-        for knob, cap, p, phi in configs:
-            label = f"{knob}: cap={cap} p={p} phi={phi}"
+        for knob, cap, p, phi, threshold in configs:
+            label = f"{knob}: cap={cap} p={p} phi={phi}" + (" full span" if threshold == 1.0 else "")
             if label in points:
                 continue
-            p1 = self.phase1_bases(others, cap=cap)
+            p1 = self.phase1_bases(others, cap=cap, threshold=threshold)
             bases = p1.bases
             with self.share(bases) as bank:
                 learned = phase2(
