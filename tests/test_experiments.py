@@ -148,7 +148,10 @@ def test_all_stages_run_resume_and_write_figures(experiment: Experiment, tmp_pat
         "phi: cap=8 p=1 phi=0 full span",
         "phi: cap=8 p=1 phi=1 full span",
     }
-    assert trained["phi: cap=8 p=1 phi=1 full span"]["phi_used"] == 1  # the full span leaves room for φ
+    with_phi, without = trained["phi: cap=8 p=1 phi=1 full span"], trained["phi: cap=8 p=1 phi=0 full span"]
+    assert with_phi["phi_used"] == 1  # the full span leaves room for φ
+    # Phase 3 merged the other tasks too: the basis is still the shared one, not refitted to the task alone.
+    assert with_phi["k"] >= without["k"] and with_phi["merge_worst_error"] is not None
     for png in ("heatmap", "sequential", "subspace_tasks", "subspace_seeds", "sweep", "strategies_nll"):
         assert (experiment.root / "figures" / f"{png}.png").stat().st_size > 1000
     text = markdown(experiment.root, tmp_path / "figs", "figs")

@@ -153,12 +153,29 @@ def _subspace(data: dict[str, Any]) -> list[str]:
 
 def _sweep(data: dict[str, Any]) -> list[str]:
     rows = [
-        [label, p.get("phi_used"), p.get("score"), p.get("bytes"), p.get("k"), p.get("final_loss")]
+        [
+            label,
+            p.get("phi_used"),
+            p.get("score"),
+            p.get("bytes"),
+            p.get("k"),
+            p.get("final_loss"),
+            p.get("merge_worst_error"),
+        ]
         for label, p in data["points"].items()
     ]
     out = [f"Held-out task `{data.get('held_out_task')}` learned in bases from the other tasks:", ""]
     return out + _table(
-        ["configuration", "φ used", "score (−edit NLL)", "bytes per task", "mean k", "final loss"], rows
+        [
+            "configuration",
+            "φ used",
+            "score (−edit NLL)",
+            "bytes per task",
+            "mean k",
+            "final loss",
+            "merge error",
+        ],
+        rows,
     )
 
 

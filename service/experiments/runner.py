@@ -634,9 +634,13 @@ class Experiment:
                     task=held,
                     prefix=self.prefix,
                 )
+            merge_error = None
             if learned.phi:
-                merged = phase3(bases, {}, {held: learned}, threshold=1.0, cap=cap + learned.phi)
+                # Merge with the other tasks' coefficients so the basis stays the shared one (a merge of
+                # the held-out task alone would fit a basis to it and undercount its bytes).
+                merged = phase3(bases, p1.coefficients, {held: learned}, threshold=1.0, cap=cap + learned.phi)
                 bases, coeffs = merged.bases, merged.coefficients[held]
+                merge_error = merged.report.worst()
             else:
                 coeffs = learned.coeffs
             with self.share(bases) as bank:
@@ -650,6 +654,7 @@ class Experiment:
                 "final_loss": learned.losses[-1],
                 # φ is capped at k/4 of the smallest layer basis: the label asks, this is what ran.
                 "phi_used": learned.phi,
+                "merge_worst_error": merge_error,  # Phase 3 reconstruction error, worst task (φ > 0)
             }
             state["points"] = points
             self.save_result("sweep", state)
