@@ -56,6 +56,14 @@ def answer_span(example: EncodedExample) -> int:
     return n
 
 
+def answer_nll(logits: Tensor, answer_ids: Sequence[int]) -> Tensor:
+    """NLL (nats) of each answer token, from the logits of the ``len(answer_ids) + 1`` last positions (the
+    position before each token predicts it; the last position's logits are not used)."""
+    target = torch.tensor(list(answer_ids), dtype=torch.long, device=logits.device)
+    logp = torch.log_softmax(logits[0, :-1].float(), dim=-1)
+    return -logp.gather(-1, target[:, None])[:, 0]
+
+
 class FrozenPrefix:
     """Hidden states entering layer ``start`` for token sequences, computed once and kept (LRU, bounded in
     bytes, on the CPU), plus the suffix forward that consumes them."""
@@ -163,10 +171,7 @@ class FrozenPrefix:
     def token_nll(self, forward: Callable[..., Any], example: EncodedExample) -> Tensor:
         """NLL (nats) of each answer token of ``example`` (differentiable w.r.t. the suffix's adapters)."""
         n = answer_span(example)
-        logits = self.logits(forward, example.input_ids, n + 1)
-        target = torch.tensor(example.input_ids[-n:], dtype=torch.long, device=logits.device)
-        logp = torch.log_softmax(logits[0, :-1].float(), dim=-1)
-        return -logp.gather(-1, target[:, None])[:, 0]
+        return answer_nll(self.logits(forward, example.input_ids, n + 1), example.input_ids[-n:])
 
     def loss(
         self,

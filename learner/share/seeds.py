@@ -134,26 +134,30 @@ def train_lora_seed(
     return SeedResult(seed=seed, losses=losses, checkpoints=checkpoints)
 
 
-def _lora_module_names(peft_model: nn.Module) -> list[str]:
+def _lora_layers(peft_model: nn.Module) -> list[tuple[str, Any]]:
+    """PEFT's LoRA layers carrying this module's adapter, with their module names."""
     from peft.tuners.lora import LoraLayer
 
-    return [name for name, module in peft_model.named_modules() if isinstance(module, LoraLayer)]
+    return [
+        (name, module)
+        for name, module in peft_model.named_modules()
+        if isinstance(module, LoraLayer) and _ADAPTER in module.lora_A
+    ]
+
+
+def _lora_module_names(peft_model: nn.Module) -> list[str]:
+    return [name for name, _ in _lora_layers(peft_model)]
 
 
 def _extract(peft_model: nn.Module, name: str, base_model_id: str | None) -> LoraSeed:
     """Read the trained factors out of PEFT's LoRA layers, keyed by the base model's module names."""
-    from peft.tuners.lora import LoraLayer
-
     layers: dict[str, SeedLayer] = {}
-    for module_name, module in peft_model.named_modules():
-        if isinstance(module, LoraLayer) and _ADAPTER in module.lora_A:
-            lora: Any = module
-            key = module_name.removeprefix(_PEFT_PREFIX)
-            layers[key] = SeedLayer(
-                a=lora.lora_A[_ADAPTER].weight.detach().to("cpu", torch.float32).clone(),
-                b=lora.lora_B[_ADAPTER].weight.detach().to("cpu", torch.float32).clone(),
-                scaling=float(lora.scaling[_ADAPTER]),
-            )
+    for module_name, lora in _lora_layers(peft_model):
+        layers[module_name.removeprefix(_PEFT_PREFIX)] = SeedLayer(
+            a=lora.lora_A[_ADAPTER].weight.detach().to("cpu", torch.float32).clone(),
+            b=lora.lora_B[_ADAPTER].weight.detach().to("cpu", torch.float32).clone(),
+            scaling=float(lora.scaling[_ADAPTER]),
+        )
     if not layers:
         raise RuntimeError("PEFT injected no LoRA layers: check target_modules")
     return LoraSeed(name=name, layers=layers, base_model_id=base_model_id)

@@ -24,7 +24,7 @@ from agent.sandbox import Sandbox
 from learner.routing import routed
 from learner.runtime import GenerationParams, ModelRuntime
 from learner.share.examples import IGNORE_INDEX, encode_example
-from learner.share.prefix import FrozenPrefix
+from learner.share.prefix import FrozenPrefix, answer_nll
 from router.table import Route
 from service.experiments.data import EvalItem
 
@@ -92,7 +92,6 @@ def reference_nll(
             answer = [
                 t for t, label in zip(encoded.input_ids, encoded.labels, strict=True) if label != IGNORE_INDEX
             ]
-            ids = torch.tensor([encoded.input_ids], device=runtime.device)
             keep = len(answer) + 1
             row = rows[i] if rows is not None else -1
             route = (
@@ -104,10 +103,9 @@ def reference_nll(
                 if prefix is not None:
                     logits = prefix.logits(model, encoded.input_ids, keep)
                 else:
+                    ids = torch.tensor([encoded.input_ids], device=runtime.device)
                     logits = model(input_ids=ids, logits_to_keep=keep).logits
-            logp = torch.log_softmax(logits[0, :-1].float(), dim=-1)
-            target = torch.tensor(answer, device=runtime.device)
-            nll = -logp.gather(-1, target[:, None])[:, 0]
+            nll = answer_nll(logits, answer)
             mask = torch.tensor(edit_token_mask(tokenizer, item, answer), device=runtime.device)
             edit = float(nll[mask].mean()) if bool(mask.any()) else float(nll.mean())
             out.append({"nll": round(float(nll.mean()), 5), "edit_nll": round(edit, 5)})
