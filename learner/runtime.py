@@ -227,6 +227,15 @@ class ModelRuntime:
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
 
+    def forget_prefixes(self) -> int:
+        """Drop the prefix cache; returns how many entries went. Needed whenever the model's weights change
+        in place (an experiment merging a LoRA delta into them): a base row's cached keys/values are only
+        valid for the weights that computed them. Share rows are already keyed by their bank snapshot."""
+        with self._lock:
+            dropped = len(self._prefixes)
+            self._prefixes.clear()
+        return dropped
+
     # ----------------------------------------------------------------------------------------- internals
 
     def _eos_ids(self) -> set[int]:

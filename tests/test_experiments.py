@@ -196,6 +196,45 @@ def test_the_prefix_cache_gives_the_same_seeds_and_scores_as_full_forwards(
             ), name
 
 
+def test_pass_rates_fill_into_an_experiment_scored_without_them(
+    tmp_path: Path, tiny_runtime: ModelRuntime, sandbox: Sandbox
+) -> None:
+    def make(pass_rate: bool) -> Experiment:
+        config = _config(seeds=[0], eval_per_family=1, max_new_tokens=16, pass_rate=pass_rate)
+        exp = Experiment(tmp_path / "exp", config, tiny_runtime, sandbox, TaskRouter())
+        exp.progress = lambda _msg: None
+        return exp
+
+    first = make(False)
+    before = {stage: first.run(stage) for stage in ("strategies", "sweep")}
+    assert all("fixed" not in v for s in before["strategies"]["scores"].values() for v in s.values())
+    trained = json.loads((first.root / "training.json").read_text())
+
+    later = make(True)  # pass_rate is a run option: same experiment, pass outcomes added
+    assert json.loads((later.root / "config.json").read_text())["pass_rate"] is True
+    strategies = later.run("strategies")
+    for name, scores in strategies["scores"].items():
+        for item_id, v in scores.items():
+            assert isinstance(v["fixed"], bool) and v["generate_seconds"] > 0
+            # the NLLs were kept, not recomputed
+            assert v["edit_nll"] == before["strategies"]["scores"][name][item_id]["edit_nll"]
+        entry = strategies["summary"][name]
+        assert 0 <= entry["pass_rate"] <= 1 and set(entry["pass_by_family"]) == set(TASKS)
+        assert isinstance(entry["regressions"], list)
+    assert json.loads((later.root / "training.json").read_text()) == trained  # no seed trained again
+    sweep = later.run("sweep")
+    for label, point in sweep["points"].items():
+        assert 0 <= point["pass_rate"] <= 1, label
+        # A point re-run to add its pass rate reproduces the earlier run's score (same seeds, same data).
+        assert point["earlier_run"]["score"] == pytest.approx(point["score"], abs=1e-4), label
+    for png in ("strategies_pass", "sweep_pass"):
+        assert (later.root / "figures" / f"{png}.png").stat().st_size > 1000
+    text = markdown(later.root)
+    assert "One-shot pass rate (greedy" in text and "earlier run: score / final loss" in text
+    again = later.run("strategies")  # complete: nothing generated again
+    assert again["scores"] == strategies["scores"]
+
+
 def test_a_resumed_experiment_must_keep_its_config(
     experiment: Experiment, tiny_runtime: ModelRuntime, sandbox: Sandbox
 ) -> None:

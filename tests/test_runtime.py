@@ -113,6 +113,35 @@ def test_prefix_cache_reuses_shared_prompt_starts_without_changing_replies(
     assert tiny_runtime.lookup_stats["prefix_tokens_reused"] == 0
 
 
+def test_forgetting_prefixes_after_an_in_place_weight_edit_gives_the_edited_models_reply(
+    tiny_runtime: ModelRuntime,
+) -> None:
+    prompt = chat(
+        "Fix this program.\n```rust\nfn main() { let x = 1; x = 2; }\n```\nerror[E0384]: cannot assign twice"
+    )
+    params = GenerationParams(max_new_tokens=12, prompt_lookup=True)
+    tiny_runtime.generate([prompt], params)  # fills the prefix cache with the unedited model's prefill
+    weight = next(m.weight for n, m in tiny_runtime.model.named_modules() if n.endswith("q_proj"))
+    original = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight.mul_(3.0)  # as an experiment merging a LoRA delta into the weights does
+        cold = ModelRuntime(tiny_runtime.model, tiny_runtime.tokenizer, model_id="cold")
+        cold.prefix_cache_size = 0
+        expected = cold.generate([prompt], params)[0].text
+        tiny_runtime.lookup_stats.clear()
+        tiny_runtime.generate([prompt], params)
+        assert tiny_runtime.lookup_stats["prefix_tokens_reused"] > 0  # the cache cannot see the edit
+        assert tiny_runtime.forget_prefixes() >= 1
+        tiny_runtime.lookup_stats.clear()
+        assert tiny_runtime.generate([prompt], params)[0].text == expected
+        assert tiny_runtime.lookup_stats["prefix_tokens_reused"] == 0
+    finally:
+        with torch.no_grad():
+            weight.copy_(original)
+        tiny_runtime.forget_prefixes()
+
+
 def make_copier(runtime: ModelRuntime, prompt: list[dict[str, str]], source: str, every: int) -> None:
     """Turn the random model into one that mostly copies ``source`` (as a fixing model copies its input):
     a fixed, position-dependent logit bonus, except at every ``every``-th token, where the model's own random

@@ -66,6 +66,27 @@ def _strategies(data: dict[str, Any]) -> list[str]:
     count = len(next(iter(data["scores"].values())))
     out = [f"Edit NLL (nats/token on the changed lines; lower is better), {count} eval koans:", ""]
     out += _table(header, rows)
+    if with_pass:
+        out += [
+            f"One-shot pass rate (greedy; compiles and passes the koan's tests), {count} eval koans; "
+            "regressions = koans the base model fixes and this strategy does not:",
+            "",
+        ]
+        out += _table(
+            ["strategy", "pass rate", *families, "fixed", "regressions", "completion tokens", "generate s"],
+            [
+                [
+                    name,
+                    entry["pass_rate"],
+                    *[entry["pass_by_family"].get(f) for f in families],
+                    sum(bool(v.get("fixed")) for v in data["scores"][name].values()),
+                    ", ".join(entry.get("regressions", [])) or "none",
+                    sum(v.get("completion_tokens", 0) for v in data["scores"][name].values()),
+                    sum(v.get("generate_seconds", 0.0) for v in data["scores"][name].values()),
+                ]
+                for name, entry in summary.items()
+            ],
+        )
     sizes = data.get("bytes_per_task", {})
     if sizes:
         out += [", ".join(f"bytes per task, {k}: {v:,}" for k, v in sizes.items()), ""]
@@ -152,31 +173,24 @@ def _subspace(data: dict[str, Any]) -> list[str]:
 
 
 def _sweep(data: dict[str, Any]) -> list[str]:
-    rows = [
-        [
-            label,
-            p.get("phi_used"),
-            p.get("score"),
-            p.get("bytes"),
-            p.get("k"),
-            p.get("final_loss"),
-            p.get("merge_worst_error"),
-        ]
-        for label, p in data["points"].items()
-    ]
+    points = data["points"]
+    with_pass = all("pass_rate" in p for p in points.values())
+    rerun = any("earlier_run" in p for p in points.values())
+    header = ["configuration", "φ used", "score (−edit NLL)", "bytes per task", "mean k", "final loss"]
+    header += ["merge error"] + (["pass rate", "fixed"] if with_pass else [])
+    header += ["earlier run: score / final loss"] if rerun else []
+    rows = []
+    for label, p in points.items():
+        row = [label, p.get("phi_used"), p.get("score"), p.get("bytes"), p.get("k"), p.get("final_loss")]
+        row += [p.get("merge_worst_error")]
+        if with_pass:
+            row += [p["pass_rate"], ", ".join(p.get("fixed", [])) or "none"]
+        if rerun:
+            earlier = p.get("earlier_run", {})
+            row += [" / ".join(_f(earlier[k], 4) for k in ("score", "final_loss") if k in earlier) or ""]
+        rows.append(row)
     out = [f"Held-out task `{data.get('held_out_task')}` learned in bases from the other tasks:", ""]
-    return out + _table(
-        [
-            "configuration",
-            "φ used",
-            "score (−edit NLL)",
-            "bytes per task",
-            "mean k",
-            "final loss",
-            "merge error",
-        ],
-        rows,
-    )
+    return out + _table(header, rows)
 
 
 RENDER = {

@@ -64,6 +64,9 @@ SCORE = "edit_nll"
 
 STAGES = ("seeds", "strategies", "heatmap", "sequential", "subspace", "sweep")
 
+#: Config keys that may change between runs of one experiment (they add numbers, they change none).
+RUN_OPTIONS = frozenset({"pass_rate"})
+
 
 @dataclass
 class ExperimentConfig:
@@ -75,7 +78,9 @@ class ExperimentConfig:
     per_task: int = 24  # training examples per task
     eval_per_family: int | None = None  # None = every eval koan of the families scored
     score_all_families: bool = False  # strategies/heatmap over the whole eval split, not only the tasks'
-    pass_rate: bool = False  # also the verified one-shot pass rate (a generation per koan and config)
+    # Also the verified one-shot pass rate (a generation per koan and config). A run option, not part of the
+    # experiment's identity: turning it on later fills pass outcomes into the configurations already scored.
+    pass_rate: bool = False
     layers: list[int] | None = None  # transformer layers adapted (None = all); fewer = cheaper backward
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     lora_rank: int = 8
@@ -145,12 +150,14 @@ class Experiment:
         current = asdict(self.config)
         if path.exists():
             saved = json.loads(path.read_text())
-            if saved != current:
-                changed = sorted(k for k in current if saved.get(k) != current[k])
+            changed = sorted(k for k in current if k not in RUN_OPTIONS and saved.get(k) != current[k])
+            if changed:
                 raise ValueError(
                     f"experiment {self.root.name!r} was started with another config ({', '.join(changed)} "
                     "differ): use a new --name, or the same options to resume"
                 )
+            if current["pass_rate"] and not saved.get("pass_rate"):
+                _atomic_write(path, {**saved, "pass_rate": True})  # pass outcomes are being added
         else:
             _atomic_write(path, current)
 
@@ -216,20 +223,26 @@ class Experiment:
         """The task's LoRA (trained on the plain model now if it is not in the folder yet)."""
         path = self.seed_path(task, seed)
         if not path.exists():
-            with self.plain_model():
-                started = time.monotonic()
-                result = train_lora_seed(
-                    self.model,
-                    self.runtime.tokenizer,
-                    self.examples()[task],
-                    f"{task}-s{seed}",
-                    self._seed_config(seed),
-                    base_model_id=self.runtime.model_id,
-                    prefix=self.prefix,
-                )
-                save_seed(path, result.seed)
-                self._log_training(path.stem, result.losses, time.monotonic() - started)
+            # Stages may run in parallel processes: one trains a missing seed, the others wait for it.
+            with _locked(self.root / f".seed-{task}-s{seed}.lock"):
+                if not path.exists():
+                    self._train_seed(path, task, seed)
         return load_seed(path)
+
+    def _train_seed(self, path: Path, task: str, seed: int) -> None:
+        with self.plain_model():
+            started = time.monotonic()
+            result = train_lora_seed(
+                self.model,
+                self.runtime.tokenizer,
+                self.examples()[task],
+                f"{task}-s{seed}",
+                self._seed_config(seed),
+                base_model_id=self.runtime.model_id,
+                prefix=self.prefix,
+            )
+            save_seed(path, result.seed)
+            self._log_training(path.stem, result.losses, time.monotonic() - started)
 
     def _seed_config(self, seed: int) -> SeedConfig:
         c = self.config
@@ -261,8 +274,7 @@ class Experiment:
     def _log_training(self, name: str, losses: list[float], seconds: float) -> None:
         path = self.root / "training.json"
         # Stages of one experiment may run in parallel processes: read-modify-write under a lock.
-        with open(self.root / ".training.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with _locked(self.root / ".training.lock"):
             data = json.loads(path.read_text()) if path.exists() else {}
             data[name] = {"losses": losses, "seconds": round(seconds, 1)}
             _atomic_write(path, data)
@@ -293,24 +305,51 @@ class Experiment:
         *,
         hints: bool = False,
         with_pass: bool | None = None,
+        have: Mapping[str, Mapping[str, Any]] | None = None,
+        label: str = "",
     ) -> dict[str, dict[str, Any]]:
-        """item id → {"nll", "edit_nll", and "fixed" when pass rates are on} for one model configuration."""
-        scored = [replace_messages(i, prompt_for(i, True)) for i in items] if hints else list(items)
-        nll = reference_nll(self.runtime, scored, rows, snapshot, prefix=self.prefix)
-        out: dict[str, dict[str, Any]] = {i.id: dict(v) for i, v in zip(items, nll, strict=True)}
-        if self.config.pass_rate if with_pass is None else with_pass:
-            outcomes = pass_results(
-                self.runtime,
-                self.sandbox,
-                items,
-                rows,
-                snapshot,
-                strategy=HINTS_ONE_SHOT if hints else ONE_SHOT,
-                max_new_tokens=self.config.max_new_tokens,
-            )
-            for item_id, outcome in outcomes.items():
-                out[item_id].update(outcome)
+        """item id → {"nll", "edit_nll", and "fixed" when pass rates are on} for one model configuration.
+
+        ``have``: this configuration's scores from an earlier run; only what they lack is computed (the
+        NLLs of items not in them, the pass outcomes of items without one)."""
+        have = have or {}
+        out: dict[str, dict[str, Any]] = {i.id: dict(have[i.id]) for i in items if i.id in have}
+        todo = [(n, i) for n, i in enumerate(items) if i.id not in out]
+        if todo:
+            subset = [replace_messages(i, prompt_for(i, True)) if hints else i for _, i in todo]
+            sub_rows = [rows[n] for n, _ in todo] if rows is not None else None
+            nll = reference_nll(self.runtime, subset, sub_rows, snapshot, prefix=self.prefix)
+            out.update({i.id: dict(v) for (_, i), v in zip(todo, nll, strict=True)})
+        if self.pass_on(with_pass):
+            todo = [(n, i) for n, i in enumerate(items) if "fixed" not in out[i.id]]
+            if todo:
+                started = time.monotonic()
+                outcomes = pass_results(
+                    self.runtime,
+                    self.sandbox,
+                    [i for _, i in todo],
+                    [rows[n] for n, _ in todo] if rows is not None else None,
+                    snapshot,
+                    strategy=HINTS_ONE_SHOT if hints else ONE_SHOT,
+                    max_new_tokens=self.config.max_new_tokens,
+                )
+                for item_id, outcome in outcomes.items():
+                    out[item_id].update(outcome)
+                fixed = sum(bool(o["fixed"]) for o in outcomes.values())
+                self.progress(
+                    f"{label or 'score'}: {fixed}/{len(outcomes)} fixed "
+                    f"({time.monotonic() - started:.0f} s of generation and checks)"
+                )
         return out
+
+    def pass_on(self, with_pass: bool | None = None) -> bool:
+        return self.config.pass_rate if with_pass is None else with_pass
+
+    def complete(self, scores: Mapping[str, Mapping[str, Any]] | None, items: Sequence[EvalItem]) -> bool:
+        """Whether a configuration's saved scores cover ``items`` (with pass outcomes when those are on)."""
+        if scores is None or any(i.id not in scores for i in items):
+            return False
+        return not self.pass_on() or all("fixed" in scores[i.id] for i in items)
 
     def task_rows(self, items: Sequence[EvalItem], bank: ShareBank, by: str) -> list[int]:
         """Bank row per item: its routed task (``routed``) or its true family (``oracle``); -1 = base."""
@@ -356,37 +395,45 @@ class Experiment:
             self.save_result("strategies", {"scores": done})
             self.progress(f"strategies: {name} scored on {len(scores)} koans")
 
-        if "base" not in done:
-            save("base", self.score(items))
-        if "hints" not in done:
-            save("hints", self.score(items, hints=True))
-        if "mean adapter" not in done:
+        def todo(name: str) -> bool:
+            return not self.complete(done.get(name), items)
+
+        if todo("base"):
+            save("base", self.score(items, have=done.get("base"), label="base"))
+        if todo("hints"):
+            save("hints", self.score(items, hints=True, have=done.get("hints"), label="hints"))
+        if todo("mean adapter"):
             with self.plain_model(), applied(self.model, mean_deltas(list(loras.values()))):
-                save("mean adapter", self.score(items))
-        if "per-task LoRA" not in done:
-            merged: dict[str, dict[str, Any]] = {}
+                save("mean adapter", self.score(items, have=done.get("mean adapter"), label="mean adapter"))
+        if todo("per-task LoRA"):
+            merged: dict[str, dict[str, Any]] = dict(done.get("per-task LoRA", {}))
             with self.plain_model():
                 base_items = [i for i in items if i.family not in loras]
                 if base_items:
                     merged.update({k: v for k, v in done["base"].items() if k in {i.id for i in base_items}})
                 for task, lora in loras.items():
                     own = [i for i in items if i.family == task]
-                    if own:
+                    if own and not self.complete(merged, own):
                         with applied(self.model, lora_deltas(lora)):
-                            merged.update(self.score(own))
+                            merged.update(self.score(own, have=merged, label=f"per-task LoRA {task}"))
             save("per-task LoRA", merged)
         with self.share(p1.bases) as bank:
             for task in tasks:
                 bank.set_task(task, p1.coefficients[task], 1)
             averaged = _average_coefficients([p1.coefficients[t] for t in tasks])
-            if "averaged coefficients" not in done:
+            if todo("averaged coefficients"):
                 bank.set_task("__averaged__", averaged, 1)
                 rows = [bank.index("__averaged__")] * len(items)
-                save("averaged coefficients", self.score(items, rows, bank.snapshot()))
+                have = done.get("averaged coefficients")
+                save(
+                    "averaged coefficients",
+                    self.score(items, rows, bank.snapshot(), have=have, label="averaged"),
+                )
                 bank.remove_task("__averaged__")
             for by in ("routed", "oracle"):
-                if by not in done:
-                    save(by, self.score(items, self.task_rows(items, bank, by), bank.snapshot()))
+                if todo(by):
+                    rows = self.task_rows(items, bank, by)
+                    save(by, self.score(items, rows, bank.snapshot(), have=done.get(by), label=by))
         result = {"scores": done, "summary": summarise_scores(done, items, tasks)}
         costs = task_cost(p1.bases, pseudo_rank=self.config.pseudo_rank, lora_rank=self.config.lora_rank)
         result["bytes_per_task"] = {"share": costs.share_bytes, "lora": costs.lora_bytes}
@@ -609,18 +656,27 @@ class Experiment:
             + [("p", c.k_cap, p, 0, c.threshold) for p in c.sweep_ps if p != c.pseudo_rank]
             + [("phi", c.k_cap, c.pseudo_rank, phi, 1.0) for phi in sorted({0, *c.sweep_phis})]
         )
-        if "base" not in points:
-            points["base"] = {
-                "score": -_mean([v[SCORE] for v in self.score(items, with_pass=False).values()]),
-                "bytes": 0,
-            }
-        if "LoRA" not in points:
+
+        def done(label: str) -> bool:
+            point = points.get(label)
+            return point is not None and (not self.pass_on() or "pass_rate" in point)
+
+        def save(label: str, point: dict[str, Any]) -> None:
+            points[label] = point
+            state["points"] = points
+            self.save_result("sweep", state)
+            self.progress(f"sweep: {label}: {_brief(point)}")
+
+        if not done("base"):
+            scores = self.score(items, label="sweep base")
+            save("base", _sweep_point(points.get("base"), scores, bytes=0))
+        if not done("LoRA"):
             with self.plain_model(), applied(self.model, lora_deltas(self.seed(held))):
-                score = -_mean([v[SCORE] for v in self.score(items, with_pass=False).values()])
-            points["LoRA"] = {"score": score, "bytes": _lora_bytes(self.seed(held))}
+                scores = self.score(items, label="sweep LoRA")
+            save("LoRA", _sweep_point(points.get("LoRA"), scores, bytes=_lora_bytes(self.seed(held))))
         for knob, cap, p, phi, threshold in configs:
             label = f"{knob}: cap={cap} p={p} phi={phi}" + (" full span" if threshold == 1.0 else "")
-            if label in points:
+            if done(label):
                 continue
             p1 = self.phase1_bases(others, cap=cap, threshold=threshold)
             bases = p1.bases
@@ -645,20 +701,19 @@ class Experiment:
                 coeffs = learned.coeffs
             with self.share(bases) as bank:
                 bank.set_task(held, coeffs, 1)
-                scores = self.score(items, [bank.index(held)] * len(items), bank.snapshot(), with_pass=False)
+                scores = self.score(items, [bank.index(held)] * len(items), bank.snapshot(), label=label)
             cost = task_cost(bases, pseudo_rank=p, lora_rank=c.lora_rank)
-            points[label] = {
-                "score": -_mean([v[SCORE] for v in scores.values()]),
-                "bytes": cost.share_bytes,
-                "k": _mean([b.k_beta + b.k_alpha for b in bases.values()]) / 2,
-                "final_loss": learned.losses[-1],
+            point = _sweep_point(
+                points.get(label),
+                scores,
+                bytes=cost.share_bytes,
+                k=_mean([b.k_beta + b.k_alpha for b in bases.values()]) / 2,
+                final_loss=learned.losses[-1],
                 # φ is capped at k/4 of the smallest layer basis: the label asks, this is what ran.
-                "phi_used": learned.phi,
-                "merge_worst_error": merge_error,  # Phase 3 reconstruction error, worst task (φ > 0)
-            }
-            state["points"] = points
-            self.save_result("sweep", state)
-            self.progress(f"sweep: {label}: {points[label]}")
+                phi_used=learned.phi,
+                merge_worst_error=merge_error,  # Phase 3 reconstruction error, worst task (φ > 0)
+            )
+            save(label, point)
         state.update({"points": points, "held_out_task": held, "score": "minus edit NLL"})
         plots.tradeoff(
             [{"label": k, "bytes": max(v["bytes"], 1), "score": v["score"]} for k, v in points.items()],
@@ -667,6 +722,17 @@ class Experiment:
             "bytes per task (log)",
             "− edit NLL",
         )
+        if all("pass_rate" in v for v in points.values()):
+            plots.tradeoff(
+                [
+                    {"label": k, "bytes": max(v["bytes"], 1), "score": v["pass_rate"]}
+                    for k, v in points.items()
+                ],
+                self.root / "figures" / "sweep_pass.png",
+                f"{held}: one-shot pass rate vs bytes per task ({len(items)} koans)",
+                "bytes per task (log)",
+                "pass rate",
+            )
         return state
 
     def _strategy_figures(self, result: dict[str, Any], items: Sequence[EvalItem]) -> None:
@@ -679,6 +745,13 @@ class Experiment:
             "− NLL of the reference fix's changed lines, by family",
             "− edit NLL (nats/token)",
         )
+        if all("pass_by_family" in e for e in summary.values()):
+            plots.bars(
+                {f: {s: summary[s]["pass_by_family"][f] for s in summary} for f in families},
+                self.root / "figures" / "strategies_pass.png",
+                "One-shot pass rate (compiles and passes the koan's tests), by family",
+                "pass rate",
+            )
 
     # ------------------------------------------------------------------------------------------- driver
     def run(self, stage: str) -> dict[str, Any]:
@@ -759,6 +832,33 @@ def summarise_scores(
     return out
 
 
+def _sweep_point(
+    previous: Mapping[str, Any] | None, scores: Mapping[str, Mapping[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    """A sweep point: −mean edit NLL, the pass rate and fixed koans when generated, and ``extra``. A point
+    re-run to add pass outcomes keeps the earlier run's numbers under ``earlier_run`` (a reproducibility
+    check: retrained coefficients should score the same)."""
+    point: dict[str, Any] = {"score": -_mean([v[SCORE] for v in scores.values()]), **extra}
+    if all("fixed" in v for v in scores.values()):
+        point["pass_rate"] = _mean([float(v["fixed"]) for v in scores.values()])
+        point["fixed"] = sorted(k for k, v in scores.items() if v["fixed"])
+    if previous:
+        earlier = previous.get("earlier_run") or {
+            k: previous[k] for k in ("score", "final_loss") if k in previous
+        }
+        point["earlier_run"] = earlier
+    return point
+
+
+def _brief(point: Mapping[str, Any]) -> str:
+    keys = ("score", "pass_rate", "bytes", "k", "final_loss", "phi_used")
+    return ", ".join(
+        f"{k}={point[k]:.4g}" if isinstance(point[k], float) else f"{k}={point[k]}"
+        for k in keys
+        if k in point
+    )
+
+
 def _average_coefficients(coeffs: Sequence[Mapping[str, TaskCoefficients]]) -> dict[str, TaskCoefficients]:
     keys = coeffs[0].keys()
     return {
@@ -784,6 +884,14 @@ def _lora_bytes(seed: LoraSeed) -> int:
 
 def _mean(values: Sequence[float]) -> float:
     return float(statistics.fmean(values)) if values else math.nan
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (created if needed), held for the block."""
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _atomic_write(path: Path, data: Any) -> None:
