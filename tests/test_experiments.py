@@ -227,10 +227,17 @@ def test_pass_rates_fill_into_an_experiment_scored_without_them(
         assert 0 <= point["pass_rate"] <= 1, label
         # A point re-run to add its pass rate reproduces the earlier run's score (same seeds, same data).
         assert point["earlier_run"]["score"] == pytest.approx(point["score"], abs=1e-4), label
-    for png in ("strategies_pass", "sweep_pass"):
+    heat = later.run("heatmap")
+    assert len(heat["pass_matrix"]) == len(TASKS) + 1 and set(heat["base_pass_by_family"]) == set(TASKS)
+    # Cells the strategies stage generated with the same coefficients are reused, not generated again.
+    assert heat["columns"]["routed"] == strategies["scores"]["routed"]
+    own = {k: v for k, v in heat["columns"]["moves"].items() if k.startswith("moves")}
+    assert own and all(v == strategies["scores"]["oracle"][k] for k, v in own.items())
+    for png in ("strategies_pass", "sweep_pass", "heatmap_pass"):
         assert (later.root / "figures" / f"{png}.png").stat().st_size > 1000
     text = markdown(later.root)
     assert "One-shot pass rate (greedy" in text and "earlier run: score / final loss" in text
+    assert "Δ one-shot pass rate vs base" in text
     again = later.run("strategies")  # complete: nothing generated again
     assert again["scores"] == strategies["scores"]
 

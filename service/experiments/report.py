@@ -103,6 +103,16 @@ def _heatmap(data: dict[str, Any]) -> list[str]:
     ]
     rows = [[c, *values] for c, values in zip(configs, data["matrix"], strict=False)]
     out += _table(["coefficients", *families], rows)
+    if "pass_matrix" in data:
+        base = data.get("base_pass_by_family", {})
+        out += [
+            "Δ one-shot pass rate vs base (same layout; positive = more koans fixed). Base pass rate: "
+            + ", ".join(f"{f} {base[f]:.2f}" for f in families if f in base),
+            "",
+        ]
+        out += _table(
+            ["coefficients", *families], [[c, *v] for c, v in zip(configs, data["pass_matrix"], strict=False)]
+        )
     check = data.get("applied_check", {})
     if check:
         changes = ", ".join(f"{t} {v:.4f}" for t, v in check["max_abs_logit_change"].items())

@@ -441,46 +441,87 @@ class Experiment:
         return result
 
     def run_heatmap(self) -> dict[str, Any]:
-        """Cell (task t's coefficients, family f) = mean NLL change vs base on f's eval koans."""
+        """Cell (task t's coefficients, family f) = mean NLL change vs base on f's eval koans (and the pass
+        rate change, when pass rates are on)."""
         items = self.items(self.config.score_all_families)
         saved = self.load_result("heatmap")
         columns: dict[str, dict[str, Any]] = saved.get("columns", {})
         p1 = self.phase1_bases()
-        base = self.load_result("strategies").get("scores", {}).get("base")
-        if base is None or set(base) != {i.id for i in items}:
-            base = self.score(items, with_pass=False)
+        strategies = self.load_result("strategies").get("scores", {})
+        base = strategies.get("base")
+        if not self.complete(base, items):
+            base = self.score(items, have=base, label="heatmap base")
+        assert base is not None
         with self.share(p1.bases) as bank:
             for task in self.config.tasks:
                 bank.set_task(task, p1.coefficients[task], 1)
             for task in [*self.config.tasks, "routed"]:
-                if task in columns:
+                if self.complete(columns.get(task), items):
                     continue
                 rows = (
                     self.task_rows(items, bank, "routed")
                     if task == "routed"
                     else [bank.index(task)] * len(items)
                 )
-                columns[task] = self.score(items, rows, bank.snapshot(), with_pass=False)
+                # Cells the strategies stage already computed with the same Phase 1 coefficients: the
+                # routed column is its routed strategy; task t's own family is its oracle strategy.
+                have = dict(columns.get(task, {}))
+                borrowed = strategies.get("routed" if task == "routed" else "oracle", {})
+                for i in items:
+                    if i.id not in have and i.id in borrowed and (task == "routed" or i.family == task):
+                        have[i.id] = borrowed[i.id]
+                columns[task] = self.score(items, rows, bank.snapshot(), have=have, label=f"heatmap {task}")
                 self.save_result("heatmap", {"columns": columns})
                 self.progress(f"heatmap: column {task} done")
             applied_check = coefficients_change_outputs(self, items[0], bank)
         families = sorted({i.family for i in items})
-        matrix = [
-            [
-                _mean([columns[t][i.id][SCORE] - base[i.id][SCORE] for i in items if i.family == f])
-                for f in families
+        configs = [*self.config.tasks, "routed"]
+
+        def delta(metric: str) -> list[list[float]]:
+            return [
+                [
+                    _mean(
+                        [
+                            float(columns[t][i.id][metric]) - float(base[i.id][metric])
+                            for i in items
+                            if i.family == f
+                        ]
+                    )
+                    for f in families
+                ]
+                for t in configs
             ]
-            for t in [*self.config.tasks, "routed"]
-        ]
+
+        matrix = delta(SCORE)
         plots.heatmap(
             matrix,
-            [*self.config.tasks, "routed"],
+            configs,
             families,
             self.root / "figures" / "heatmap.png",
             "Edit NLL change vs base\n(rows: coefficients applied; columns: eval family)",
             "Δ edit NLL (nats/token, < 0 = better)",
         )
-        return {"columns": columns, "families": families, "matrix": matrix, "applied_check": applied_check}
+        result: dict[str, Any] = {
+            "columns": columns,
+            "families": families,
+            "matrix": matrix,
+            "applied_check": applied_check,
+        }
+        if all("fixed" in v for c in [base, *columns.values()] for v in c.values()):
+            pass_matrix = delta("fixed")
+            result["pass_matrix"] = pass_matrix
+            result["base_pass_by_family"] = {
+                f: _mean([float(base[i.id]["fixed"]) for i in items if i.family == f]) for f in families
+            }
+            plots.heatmap(
+                pass_matrix,
+                configs,
+                families,
+                self.root / "figures" / "heatmap_pass.png",
+                "One-shot pass rate change vs base\n(rows: coefficients applied; columns: eval family)",
+                "Δ pass rate (> 0 = better)",
+            )
+        return result
 
     def run_sequential(self) -> dict[str, Any]:
         """Tasks arrive one per night. Three learners; after every night all tasks are scored."""
