@@ -477,13 +477,8 @@ class FixLoop:
             self._check_count(outs, sampled)
             replies.update({id(r): g for r, g in zip(sampled, outs, strict=True)})
 
-        self._ask_for_code(requests, replies)
-        candidates: list[tuple[_Request, GenerationLike, str | None]] = []
-        for request in requests:
-            generation = replies[id(request)]
-            state = request.state
-            candidate = parse_reply(generation.text, state.working, state.output_format)
-            candidates.append((request, generation, candidate))
+        parsed = self._ask_for_code(requests, replies)
+        candidates = [(r, replies[id(r)], parsed[id(r)]) for r in requests]
 
         to_check = [
             (c, r.state.problem)
@@ -515,18 +510,24 @@ class FixLoop:
                 t0=t0,
             )
 
-    def _ask_for_code(self, requests: list[_Request], replies: dict[int, GenerationLike]) -> None:
+    def _ask_for_code(
+        self, requests: list[_Request], replies: dict[int, GenerationLike]
+    ) -> dict[int, str | None]:
         """Continue, within the same attempt, every reply that holds no program: its own text plus an opened
         ```rust fence become the start of the assistant's turn. The small model often states the cause and
-        the fix in a sentence and stops there (docs/results.md); the continuation asks for the code."""
-        pending = [
-            r
-            for r in requests
-            if "```" not in replies[id(r)].text
-            and parse_reply(replies[id(r)].text, r.state.working, r.state.output_format) is None
-        ]
+        the fix in a sentence and stops there (docs/results.md); the continuation asks for the code.
+
+        Returns each request's candidate program (None: no code even after the continuation), keyed by
+        ``id(request)``; every final reply is parsed exactly once."""
+        parsed: dict[int, str | None] = {}
+        pending = []
+        for r in requests:
+            text = replies[id(r)].text
+            parsed[id(r)] = parse_reply(text, r.state.working, r.state.output_format)
+            if "```" not in text and parsed[id(r)] is None:
+                pending.append(r)
         if not pending:
-            return
+            return parsed
         prompts = [
             [*r.messages, {"role": "assistant", "content": replies[id(r)].text.rstrip() + CODE_OPENING}]
             for r in pending
@@ -541,6 +542,9 @@ class FixLoop:
                 completion_tokens=first.completion_tokens + out.completion_tokens,
                 seconds=first.seconds + out.seconds,
             )
+            state = request.state
+            parsed[id(request)] = parse_reply(replies[id(request)].text, state.working, state.output_format)
+        return parsed
 
     @staticmethod
     def _check_count(outs: Sequence[GenerationLike], requests: list[_Request]) -> None:
