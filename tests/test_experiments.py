@@ -274,5 +274,9 @@ def test_experiment_cli_lists_shows_and_rejects_bad_input(
         assert main(["experiment", "run", "seeds", "--name", "x", "--tasks", "borrows,nonesuch"]) == 2
         assert "unknown task(s) ['nonesuch']" in capsys.readouterr().err
         assert main(["experiment", "run", "seeds", "--name", "../x"]) == 2
+        assert main(["experiment", "run", "seeds", "--name", "x", "--phase2-lr", "0"]) == 2
+        assert "must be positive: phase2_lr=0.0" in capsys.readouterr().err
+        assert main(["experiment", "run", "seeds", "--name", "x", "--threshold", "1.5"]) == 2
+        assert "threshold must be in (0, 1], got 1.5" in capsys.readouterr().err
     finally:
         get_settings.cache_clear()

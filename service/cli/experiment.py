@@ -37,7 +37,7 @@ def _config(args: argparse.Namespace) -> Any:
             values[f.name] = value
     try:
         config = ExperimentConfig(**values)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise CliError(str(exc)) from exc
     from agent.generators import registry
 
@@ -193,7 +193,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     run.add_argument("--lora-rank", dest="lora_rank", type=int)
     run.add_argument("--seed-steps", dest="seed_steps", type=int)
+    run.add_argument("--seed-lr", dest="seed_lr", type=float, help="LoRA seeds' learning rate (default 2e-3)")
     run.add_argument("--phase2-steps", dest="phase2_steps", type=int)
+    run.add_argument(
+        "--phase2-lr", dest="phase2_lr", type=float, help="Share coefficients' learning rate (default 5e-3)"
+    )
+    run.add_argument(
+        "--threshold", type=float, help="Phase 1 explained-variance threshold (default 0.6; 1.0 = full span)"
+    )
+    run.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help="per pass-rate generation")
     run.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], help="e.g. 0,1")
     run.add_argument("--batch-size", dest="batch_size", type=int)
     run.add_argument("--k-cap", dest="k_cap", type=int)

@@ -104,6 +104,32 @@ class ExperimentConfig:
     # float rounding, so it is part of the config a resumed run must match.
     prefix_cache: bool = True
 
+    def __post_init__(self) -> None:
+        positive = {
+            "per_task": self.per_task,
+            "lora_rank": self.lora_rank,
+            "seed_steps": self.seed_steps,
+            "phase2_steps": self.phase2_steps,
+            "batch_size": self.batch_size,
+            "max_length": self.max_length,
+            "k_cap": self.k_cap,
+            "pseudo_rank": self.pseudo_rank,
+            "max_new_tokens": self.max_new_tokens,
+            "seed_lr": self.seed_lr,
+            "phase2_lr": self.phase2_lr,
+        }
+        bad = [f"{k}={v}" for k, v in positive.items() if not v > 0]
+        if self.eval_per_family is not None and self.eval_per_family < 1:
+            bad.append(f"eval_per_family={self.eval_per_family}")
+        if self.phi < 0:
+            bad.append(f"phi={self.phi}")
+        if bad:
+            raise ValueError(f"experiment options must be positive: {', '.join(bad)}")
+        if not 0 < self.threshold <= 1:
+            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        if not self.seeds:
+            raise ValueError("at least one random seed is needed (--seeds)")
+
     def target_names(self, model: Any) -> list[str]:
         """PEFT target names: bare module names, or ``layers.{i}.self_attn.{m}`` for chosen layers."""
         if self.layers is None:
