@@ -200,7 +200,10 @@ def test_pass_rates_fill_into_an_experiment_scored_without_them(
     tmp_path: Path, tiny_runtime: ModelRuntime, sandbox: Sandbox
 ) -> None:
     def make(pass_rate: bool) -> Experiment:
-        config = _config(seeds=[0], eval_per_family=1, max_new_tokens=16, pass_rate=pass_rate)
+        # Two caps above any k two rank-8 LoRAs can give (16 per side): the second cannot bind.
+        config = _config(
+            seeds=[0], eval_per_family=1, max_new_tokens=16, pass_rate=pass_rate, sweep_caps=[16, 32]
+        )
         exp = Experiment(tmp_path / "exp", config, tiny_runtime, sandbox, TaskRouter())
         exp.progress = lambda _msg: None
         return exp
@@ -233,6 +236,14 @@ def test_pass_rates_fill_into_an_experiment_scored_without_them(
     assert heat["columns"]["routed"] == strategies["scores"]["routed"]
     own = {k: v for k, v in heat["columns"]["moves"].items() if k.startswith("moves")}
     assert own and all(v == strategies["scores"]["oracle"][k] for k, v in own.items())
+    # A cap that does not bind gives the same basis: that point is a copy, not a second Phase 2.
+    unbound, bound = sweep["points"]["cap: cap=32 p=1 phi=0"], sweep["points"]["cap: cap=16 p=1 phi=0"]
+    assert unbound["same_basis_as"] == "cap: cap=16 p=1 phi=0" and "same_basis_as" not in bound
+    assert (unbound["score"], unbound["pass_rate"], unbound["k"]) == (
+        bound["score"],
+        bound["pass_rate"],
+        bound["k"],
+    )
     for png in ("strategies_pass", "sweep_pass", "heatmap_pass"):
         assert (later.root / "figures" / f"{png}.png").stat().st_size > 1000
     text = markdown(later.root)

@@ -191,7 +191,8 @@ def _sweep(data: dict[str, Any]) -> list[str]:
     header += ["earlier run: score / final loss"] if rerun else []
     rows = []
     for label, p in points.items():
-        row = [label, p.get("phi_used"), p.get("score"), p.get("bytes"), p.get("k"), p.get("final_loss")]
+        name = f"{label} (same basis as `{p['same_basis_as']}`)" if "same_basis_as" in p else label
+        row = [name, p.get("phi_used"), p.get("score"), p.get("bytes"), p.get("k"), p.get("final_loss")]
         row += [p.get("merge_worst_error")]
         if with_pass:
             row += [p["pass_rate"], ", ".join(p.get("fixed", [])) or "none"]

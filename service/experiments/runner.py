@@ -741,12 +741,22 @@ class Experiment:
             with self.plain_model(), applied(self.model, lora_deltas(self.seed(held))):
                 scores = self.score(items, label="sweep LoRA")
             save("LoRA", _sweep_point(points.get("LoRA"), scores, bytes=_lora_bytes(self.seed(held))))
+        # A cap above every layer's threshold-chosen k does not bind: Phase 1 gives the same basis, and Phase 2
+        # (seeded) the same coefficients, so such a point is a copy of the one already trained.
+        trained: dict[tuple[Any, ...], str] = {}
         for knob, cap, p, phi, threshold in configs:
             label = f"{knob}: cap={cap} p={p} phi={phi}" + (" full span" if threshold == 1.0 else "")
             if done(label):
                 continue
             p1 = self.phase1_bases(others, cap=cap, threshold=threshold)
             bases = p1.bases
+            signature = (threshold, p, phi, tuple(sorted((n, b.k_beta, b.k_alpha) for n, b in bases.items())))
+            twin = trained.get(signature)
+            if twin is not None:
+                copy = {k: v for k, v in points[twin].items() if k != "earlier_run"}
+                save(label, {**copy, **_earlier(points.get(label)), "same_basis_as": twin})
+                continue
+            trained[signature] = label
             with self.share(bases) as bank:
                 learned = phase2(
                     self.model,
@@ -909,12 +919,17 @@ def _sweep_point(
     if all("fixed" in v for v in scores.values()):
         point["pass_rate"] = _mean([float(v["fixed"]) for v in scores.values()])
         point["fixed"] = sorted(k for k, v in scores.items() if v["fixed"])
-    if previous:
-        earlier = previous.get("earlier_run") or {
-            k: previous[k] for k in ("score", "final_loss") if k in previous
-        }
-        point["earlier_run"] = earlier
-    return point
+    return {**point, **_earlier(previous)}
+
+
+def _earlier(previous: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``{"earlier_run": …}`` with the first recorded score and final loss of a point run again."""
+    if not previous:
+        return {}
+    earlier = previous.get("earlier_run") or {
+        k: previous[k] for k in ("score", "final_loss") if k in previous
+    }
+    return {"earlier_run": earlier}
 
 
 def _brief(point: Mapping[str, Any]) -> str:
