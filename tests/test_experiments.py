@@ -12,6 +12,7 @@ from agent.sandbox import Sandbox, SandboxConfig
 from learner.runtime import ModelRuntime
 from learner.share.layer import share_layers
 from router import TaskRouter
+from service.experiments import runner
 from service.experiments.data import eval_items, task_examples
 from service.experiments.report import markdown
 from service.experiments.runner import Experiment, ExperimentConfig
@@ -197,7 +198,7 @@ def test_the_prefix_cache_gives_the_same_seeds_and_scores_as_full_forwards(
 
 
 def test_pass_rates_fill_into_an_experiment_scored_without_them(
-    tmp_path: Path, tiny_runtime: ModelRuntime, sandbox: Sandbox
+    tmp_path: Path, tiny_runtime: ModelRuntime, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def make(pass_rate: bool) -> Experiment:
         # Two caps above any k two rank-8 LoRAs can give (16 per side): the second cannot bind.
@@ -244,6 +245,14 @@ def test_pass_rates_fill_into_an_experiment_scored_without_them(
         bound["pass_rate"],
         bound["k"],
     )
+    # Resumed with only the copy missing: the finished twin is recognised without training again.
+    saved = json.loads(later.result_path("sweep").read_text())
+    del saved["points"]["cap: cap=32 p=1 phi=0"]
+    later.save_result("sweep", saved)
+    with monkeypatch.context() as patched:
+        patched.setattr(runner, "phase2", lambda *a, **k: pytest.fail("Phase 2 trained again"))
+        resumed = later.run("sweep")["points"]["cap: cap=32 p=1 phi=0"]
+    assert resumed["same_basis_as"] == "cap: cap=16 p=1 phi=0" and resumed["score"] == bound["score"]
     for png in ("strategies_pass", "sweep_pass", "heatmap_pass"):
         assert (later.root / "figures" / f"{png}.png").stat().st_size > 1000
     text = markdown(later.root)

@@ -746,12 +746,13 @@ class Experiment:
         trained: dict[tuple[Any, ...], str] = {}
         for knob, cap, p, phi, threshold in configs:
             label = f"{knob}: cap={cap} p={p} phi={phi}" + (" full span" if threshold == 1.0 else "")
-            if done(label):
-                continue
-            p1 = self.phase1_bases(others, cap=cap, threshold=threshold)
+            p1 = self.phase1_bases(others, cap=cap, threshold=threshold)  # an SVD: cheap next to Phase 2
             bases = p1.bases
             signature = (threshold, p, phi, tuple(sorted((n, b.k_beta, b.k_alpha) for n, b in bases.items())))
             twin = trained.get(signature)
+            if done(label):
+                trained.setdefault(signature, label)
+                continue
             if twin is not None:
                 copy = {k: v for k, v in points[twin].items() if k != "earlier_run"}
                 save(label, {**copy, **_earlier(points.get(label)), "same_basis_as": twin})
