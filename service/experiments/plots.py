@@ -30,7 +30,7 @@ def _figure(width: float, height: float) -> Figure:
 def _save(fig: Figure, path: str | Path) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
+    fig.savefig(out, format="png", bbox_inches="tight")  # keep a legend placed outside the axes
     return out
 
 
@@ -104,8 +104,10 @@ def tradeoff(
     title: str,
     xlabel: str,
     ylabel: str,
+    ylim: tuple[float, float] | None = None,
 ) -> Path:
-    """Cost vs. benefit (e.g. adapter bytes vs. pass rate), log-x because sizes span orders of magnitude."""
+    """Cost vs. benefit (e.g. adapter bytes vs. pass rate), log-x because sizes span orders of magnitude.
+    Points are numbered on the plot and named in the legend (labels of nearby points would overlap)."""
     if not points:
         raise ValueError("no points to plot")
     xs: list[float] = []
@@ -120,11 +122,14 @@ def tradeoff(
         xs.append(float(p["bytes"]))
         ys.append(float(p["score"]))
         labels.append(str(p["label"]))
-    fig = _figure(6.0, 4.2)
+    fig = _figure(7.5, 4.2)
     ax = fig.add_subplot()
-    ax.scatter(xs, ys)
-    for x, y, label in zip(xs, ys, labels, strict=True):
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    for n, (x, y, label) in enumerate(zip(xs, ys, labels, strict=True), start=1):
+        ax.scatter([x], [y], label=f"{n}: {label}")
+        ax.annotate(str(n), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -792,25 +792,10 @@ class Experiment:
                 merge_worst_error=merge_error,  # Phase 3 reconstruction error, worst task (φ > 0)
             )
             save(label, point)
-        state.update({"points": points, "held_out_task": held, "score": "minus edit NLL"})
-        plots.tradeoff(
-            [{"label": k, "bytes": max(v["bytes"], 1), "score": v["score"]} for k, v in points.items()],
-            self.root / "figures" / "sweep.png",
-            f"{held}: score vs bytes per task",
-            "bytes per task (log)",
-            "− edit NLL",
+        state.update(
+            {"points": points, "held_out_task": held, "koans": len(items), "score": "minus edit NLL"}
         )
-        if all("pass_rate" in v for v in points.values()):
-            plots.tradeoff(
-                [
-                    {"label": k, "bytes": max(v["bytes"], 1), "score": v["pass_rate"]}
-                    for k, v in points.items()
-                ],
-                self.root / "figures" / "sweep_pass.png",
-                f"{held}: one-shot pass rate vs bytes per task ({len(items)} koans)",
-                "bytes per task (log)",
-                "pass rate",
-            )
+        sweep_figures(self.root / "figures", state)
         return state
 
     def _strategy_figures(self, result: dict[str, Any], items: Sequence[EvalItem]) -> None:
@@ -854,6 +839,28 @@ class Experiment:
 
 
 # ============================================================================================== helpers
+def sweep_figures(folder: Path, state: Mapping[str, Any]) -> None:
+    """``sweep.png`` (−edit NLL vs bytes per task) and, when every point has one, ``sweep_pass.png``."""
+    points, held = state["points"], state["held_out_task"]
+    plots.tradeoff(
+        [{"label": k, "bytes": max(v["bytes"], 1), "score": v["score"]} for k, v in points.items()],
+        folder / "sweep.png",
+        f"{held}: score vs bytes per task",
+        "bytes per task (log)",
+        "− edit NLL",
+    )
+    if all("pass_rate" in v for v in points.values()):
+        koans = f" ({state['koans']} koans)" if "koans" in state else ""
+        plots.tradeoff(
+            [{"label": k, "bytes": max(v["bytes"], 1), "score": v["pass_rate"]} for k, v in points.items()],
+            folder / "sweep_pass.png",
+            f"{held}: one-shot pass rate vs bytes per task{koans}",
+            "bytes per task (log)",
+            "pass rate",
+            ylim=(-0.05, 1.05),
+        )
+
+
 def replace_messages(item: EvalItem, messages: list[dict[str, str]]) -> EvalItem:
     from dataclasses import replace
 
