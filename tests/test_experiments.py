@@ -210,7 +210,7 @@ def test_pass_rates_fill_into_an_experiment_scored_without_them(
         return exp
 
     first = make(False)
-    before = {stage: first.run(stage) for stage in ("strategies", "sweep")}
+    before = {stage: first.run(stage) for stage in ("strategies", "sweep", "sequential")}
     assert all("fixed" not in v for s in before["strategies"]["scores"].values() for v in s.values())
     trained = json.loads((first.root / "training.json").read_text())
 
@@ -231,6 +231,13 @@ def test_pass_rates_fill_into_an_experiment_scored_without_them(
         assert 0 <= point["pass_rate"] <= 1, label
         # A point re-run to add its pass rate reproduces the earlier run's score (same seeds, same data).
         assert point["earlier_run"]["score"] == pytest.approx(point["score"], abs=1e-4), label
+    # The R matrices are complete: naive LoRA and Share replay their nights to score the last one's fixes.
+    seq = later.run("sequential")
+    assert set(seq["final"]) == {"base", "per-task LoRA", "naive LoRA", "Share"}
+    for method, matrix in before["sequential"]["R"].items():
+        assert seq["R"][method] == [pytest.approx(row, abs=1e-4) for row in matrix], method
+    assert all(isinstance(v["fixed"], bool) for m in seq["final"].values() for v in m.values())
+    assert set(seq["final_summary"]) == set(seq["final"]) and "regressions" in seq["final_summary"]["Share"]
     heat = later.run("heatmap")
     assert len(heat["pass_matrix"]) == len(TASKS) + 1 and set(heat["base_pass_by_family"]) == set(TASKS)
     # Cells the strategies stage generated with the same coefficients are reused, not generated again.
@@ -257,7 +264,7 @@ def test_pass_rates_fill_into_an_experiment_scored_without_them(
         assert (later.root / "figures" / f"{png}.png").stat().st_size > 1000
     text = markdown(later.root)
     assert "One-shot pass rate (greedy" in text and "earlier run: score / final loss" in text
-    assert "Δ one-shot pass rate vs base" in text
+    assert "Δ one-shot pass rate vs base" in text and "What each method serves after the last night" in text
     again = later.run("strategies")  # complete: nothing generated again
     assert again["scores"] == strategies["scores"]
 

@@ -139,6 +139,24 @@ def _sequential(data: dict[str, Any]) -> list[str]:
             for m in merges
         ]
         out += _table(["night", "errors", "mean k after"], rows)
+    summary = data.get("final_summary")
+    if summary:
+        families = sorted(next(iter(summary.values()))["pass_by_family"])
+        out += [
+            "What each method serves after the last night, by verified one-shot fixes (regressions = koans "
+            "the base model fixes and the method does not):",
+            "",
+        ]
+        rows = [
+            [
+                m,
+                e["pass_rate"],
+                *[e["pass_by_family"][f] for f in families],
+                ", ".join(e["regressions"]) or "none",
+            ]
+            for m, e in summary.items()
+        ]
+        out += _table(["method", "pass rate", *families, "regressions"], rows)
     return out
 
 

@@ -550,12 +550,16 @@ class Experiment:
         return result
 
     def run_sequential(self) -> dict[str, Any]:
-        """Tasks arrive one per night. Three learners; after every night all tasks are scored."""
+        """Tasks arrive one per night. Three learners; after every night all tasks are scored. With pass
+        rates on, the state each learner serves after the last night is also scored by verified one-shot
+        fixes (``final``): a learner whose R matrix is complete replays its nights to get there (the merged
+        weights are not saved)."""
         tasks = self.config.tasks
         items = self.items()
         by_task = {t: [i for i in items if i.family == t] for t in tasks}
         state = self.load_result("sequential")
         R: dict[str, list[list[float]]] = state.get("R", {})
+        final: dict[str, dict[str, Any]] = state.setdefault("final", {})
         base_scores = state.get("base")
         if base_scores is None:
             base_scores = self._task_scores(self.score(items, with_pass=False), by_task)
@@ -566,22 +570,34 @@ class Experiment:
             state["R"] = R
             self.save_result("sequential", state)
 
+        def todo(method: str) -> bool:
+            """The method's R matrix is incomplete, or its last night's pass outcomes are missing."""
+            return len(R.get(method, [])) < len(tasks) or (
+                self.pass_on() and not self.complete(final.get(method), items)
+            )
+
+        if self.pass_on() and not self.complete(final.get("base"), items):
+            final["base"] = self.score(items, have=final.get("base"), label="sequential base")
+            save()
         # One LoRA per task: task j is served by its own LoRA once learned, by the base model before.
-        if len(R.get("per-task LoRA", [])) < len(tasks):
+        if todo("per-task LoRA"):
             own: dict[str, float] = {}
+            last: dict[str, Any] = {}
             with self.plain_model():
                 for t in tasks:
                     with applied(self.model, lora_deltas(self.seed(t))):
-                        own[t] = self._task_scores(self.score(by_task[t], with_pass=False), {t: by_task[t]})[
-                            t
-                        ]
+                        scores = self.score(by_task[t], label=f"sequential per-task LoRA {t}")
+                    own[t] = self._task_scores(scores, {t: by_task[t]})[t]
+                    last.update(scores)
+            if self.pass_on():
+                final["per-task LoRA"] = last
             R["per-task LoRA"] = [
                 [own[t] if j <= i else base_scores[t] for j, t in enumerate(tasks)] for i in range(len(tasks))
             ]
             save()
         # Naive sequential fine-tuning: one LoRA per night trained on the current weights, merged in.
         naive = R.setdefault("naive LoRA", [])
-        if len(naive) < len(tasks):
+        if todo("naive LoRA"):
             with self.plain_model():
                 originals = snapshot_weights(self.model, _layer_keys(self.seed(tasks[0])))
                 try:
@@ -605,7 +621,11 @@ class Experiment:
                                 f"naive-{night}-{task}", trained.losses, time.monotonic() - started
                             )
                         add_in_place(self.model, lora_deltas(lora))
-                        naive.append(self._row(self.score(items, with_pass=False), by_task))
+                        is_last = night == len(tasks) - 1
+                        scores = self.score(items, with_pass=is_last and self.pass_on(), label="naive LoRA")
+                        naive.append(self._row(scores, by_task))
+                        if is_last and self.pass_on():
+                            final["naive LoRA"] = scores
                         save()
                         self.progress(f"sequential: naive LoRA after night {night + 1}: {naive[-1]}")
                 finally:
@@ -613,7 +633,7 @@ class Experiment:
         # Share: night 1 builds the basis from the first task's LoRA (whole span), later nights learn
         # coefficients with φ temporary directions (Phase 2) and merge them into the basis (Phase 3).
         share_rows = R.setdefault("Share", [])
-        if len(share_rows) < len(tasks):
+        if todo("Share"):
             share_rows.clear()
             merges: list[dict[str, Any]] = []
             first = phase1([_renamed(self.seed(tasks[0]), tasks[0])], threshold=1.0, cap=self.config.k_cap)
@@ -650,14 +670,19 @@ class Experiment:
                     for t, c in coeffs.items():
                         bank.set_task(t, c, night + 1)
                     rows = self.task_rows(items, bank, "oracle")
-                    share_rows.append(
-                        self._row(self.score(items, rows, bank.snapshot(), with_pass=False), by_task)
-                    )
+                    is_last = night == len(tasks) - 1
+                    with_pass = is_last and self.pass_on()
+                    scores = self.score(items, rows, bank.snapshot(), with_pass=with_pass, label="Share")
+                    share_rows.append(self._row(scores, by_task))
+                    if with_pass:
+                        final["Share"] = scores
                 state["share_merges"] = merges
                 save()
                 self.progress(f"sequential: Share after night {night + 1}: {share_rows[-1]}")
         base_row = [base_scores[t] for t in tasks]
         state["metrics"] = {name: cl_metrics(matrix, base_row) for name, matrix in R.items()}
+        if final and all(self.complete(final.get(m), items) for m in ("base", *R)):
+            state["final_summary"] = summarise_scores({m: final[m] for m in ("base", *R)}, items, tasks)
         state["tasks"] = tasks
         state["score"] = (
             "minus the mean NLL per token of the reference fix's changed lines (higher is better)"
