@@ -234,6 +234,9 @@ def test_pass_rates_fill_into_an_experiment_scored_without_them(
     # The R matrices are complete: naive LoRA and Share replay their nights to score the last one's fixes.
     seq = later.run("sequential")
     assert set(seq["final"]) == {"base", "per-task LoRA", "naive LoRA", "Share"}
+    # Served states the strategies stage already scored are reused, not generated again.
+    assert seq["final"]["base"] == strategies["scores"]["base"]
+    assert seq["final"]["per-task LoRA"] == strategies["scores"]["per-task LoRA"]
     for method, matrix in before["sequential"]["R"].items():
         assert seq["R"][method] == [pytest.approx(row, abs=1e-4) for row in matrix], method
     assert all(isinstance(v["fixed"], bool) for m in seq["final"].values() for v in m.values())

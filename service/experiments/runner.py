@@ -377,6 +377,19 @@ class Experiment:
             return False
         return not self.pass_on() or all("fixed" in scores[i.id] for i in items)
 
+    def borrowed(
+        self, strategy: str, items: Sequence[EvalItem], have: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """``have`` completed with the strategies stage's cells of ``strategy`` for ``items``: the same
+        configuration (same seeds, same Phase 1 coefficients) on the same koans, already scored, so a later
+        stage does not generate them again."""
+        cells = self.load_result("strategies").get("scores", {}).get(strategy, {})
+        out = dict(have or {})
+        for i in items:
+            if i.id not in out and i.id in cells:
+                out[i.id] = cells[i.id]
+        return out
+
     def task_rows(self, items: Sequence[EvalItem], bank: ShareBank, by: str) -> list[int]:
         """Bank row per item: its routed task (``routed``) or its true family (``oracle``); -1 = base."""
         installed = bank.tasks()
@@ -473,8 +486,7 @@ class Experiment:
         saved = self.load_result("heatmap")
         columns: dict[str, dict[str, Any]] = saved.get("columns", {})
         p1 = self.phase1_bases()
-        strategies = self.load_result("strategies").get("scores", {})
-        base = strategies.get("base")
+        base = self.load_result("strategies").get("scores", {}).get("base")
         if not self.complete(base, items):
             base = self.score(items, have=base, label="heatmap base")
         assert base is not None
@@ -489,13 +501,12 @@ class Experiment:
                     if task == "routed"
                     else [bank.index(task)] * len(items)
                 )
-                # Cells the strategies stage already computed with the same Phase 1 coefficients: the
-                # routed column is its routed strategy; task t's own family is its oracle strategy.
-                have = dict(columns.get(task, {}))
-                borrowed = strategies.get("routed" if task == "routed" else "oracle", {})
-                for i in items:
-                    if i.id not in have and i.id in borrowed and (task == "routed" or i.family == task):
-                        have[i.id] = borrowed[i.id]
+                # The routed column is the routed strategy; task t's row on its own family is the oracle.
+                have = (
+                    self.borrowed("routed", items, columns.get(task))
+                    if task == "routed"
+                    else self.borrowed("oracle", [i for i in items if i.family == task], columns.get(task))
+                )
                 columns[task] = self.score(items, rows, bank.snapshot(), have=have, label=f"heatmap {task}")
                 self.save_result("heatmap", {"columns": columns})
                 self.progress(f"heatmap: column {task} done")
@@ -577,7 +588,8 @@ class Experiment:
             )
 
         if self.pass_on() and not self.complete(final.get("base"), items):
-            final["base"] = self.score(items, have=final.get("base"), label="sequential base")
+            have = self.borrowed("base", items, final.get("base"))
+            final["base"] = self.score(items, have=have, label="sequential base")
             save()
         # One LoRA per task: task j is served by its own LoRA once learned, by the base model before.
         if todo("per-task LoRA"):
@@ -585,8 +597,9 @@ class Experiment:
             last: dict[str, Any] = {}
             with self.plain_model():
                 for t in tasks:
+                    have = self.borrowed("per-task LoRA", by_task[t], final.get("per-task LoRA"))
                     with applied(self.model, lora_deltas(self.seed(t))):
-                        scores = self.score(by_task[t], label=f"sequential per-task LoRA {t}")
+                        scores = self.score(by_task[t], have=have, label=f"sequential per-task LoRA {t}")
                     own[t] = self._task_scores(scores, {t: by_task[t]})[t]
                     last.update(scores)
             if self.pass_on():
