@@ -26,7 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from learner import provision
 from learner.routing import routed
 
-StopReason = Literal["eos", "stop", "length"]
+StopReason = Literal["eos", "stop", "length", "deadline"]
 ChatMessages = list[dict[str, str]]
 GenerateFn = Callable[[list[ChatMessages], list[int] | None], list["Generation"]]
 
@@ -43,6 +43,9 @@ class GenerationParams:
     seed: int | None = None
     stop: Sequence[str] = field(default_factory=tuple)
     prompt_lookup: bool = False
+    #: A ``time.monotonic()`` instant: rows still decoding then stop with ``stopped_by == "deadline"`` and
+    #: keep the text they have. None: no limit. The service sets it from the request's budget.
+    deadline: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -332,6 +335,9 @@ class ModelRuntime:
                 return True
         if len(row.new_ids) >= params.max_new_tokens:
             self._finish(row, text, "length")
+            return True
+        if params.deadline is not None and time.monotonic() >= params.deadline:
+            self._finish(row, text, "deadline")
             return True
         return False
 

@@ -81,6 +81,19 @@ def test_stop_strings_cut_the_text_at_the_first_stop(tiny_runtime: ModelRuntime)
         assert cut.completion_tokens < 40
 
 
+def test_a_passed_deadline_stops_every_row_with_what_it_has(tiny_runtime: ModelRuntime) -> None:
+    import time
+
+    full = tiny_runtime.generate(PROMPTS[:3], GREEDY)
+    for lookup in (False, True):
+        params = replace(GREEDY, deadline=time.monotonic() - 1, prompt_lookup=lookup)
+        cut = tiny_runtime.generate(PROMPTS[:3], params)
+        assert [g.stopped_by for g in cut] == ["deadline"] * 3
+        assert all(1 <= g.completion_tokens < GREEDY.max_new_tokens for g in cut)
+        # The text kept is the start of the reply an unlimited call gives.
+        assert all(f.text.startswith(c.text) for f, c in zip(full, cut, strict=True))
+
+
 def test_prompt_lookup_is_exactly_greedy(tiny_runtime: ModelRuntime) -> None:
     params = GenerationParams(max_new_tokens=24)
     looked_up = tiny_runtime.generate(PROMPTS, GenerationParams(max_new_tokens=24, prompt_lookup=True))
