@@ -171,8 +171,15 @@ class ModelRuntime:
         threads: int | None = None,
         cache_dir: str | None = None,
         batch_size: int = 8,
+        weights: str = "float",
     ) -> ModelRuntime:
-        """Load a provisioned model (name, folder, hub id or .gguf) — see ``learner.provision``."""
+        """Load a provisioned model (name, folder, hub id or .gguf) — see ``learner.provision``.
+
+        ``weights``: ``float`` runs ``dtype`` as loaded; ``int8`` swaps every linear layer for
+        ``learner.quant.Int8Linear`` (CPU decoding reads a quarter of the bytes; training keeps the float
+        weights); ``auto``: int8 on CPU, float on CUDA."""
+        from learner import quant
+
         if threads is not None:
             if threads < 1:
                 raise ValueError(f"threads must be >= 1, got {threads}")
@@ -186,6 +193,8 @@ class ModelRuntime:
         assert location is not None
         tokenizer = AutoTokenizer.from_pretrained(location)
         model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype)
+        if quant.resolve_weights(weights, resolved_device) == "int8":
+            quant.quantize_for_decode(model)
         return cls(model, tokenizer, device=resolved_device, model_id=source.name, batch_size=batch_size)
 
     # ----------------------------------------------------------------------------------------- public API

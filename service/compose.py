@@ -47,6 +47,7 @@ def _load(settings: Settings) -> ModelRuntime:
         device=settings.device,
         threads=settings.threads,
         cache_dir=str(settings.model_cache_dir),
+        weights=settings.model_weights,
     )
 
 

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     model: str = "qwen2.5-coder-0.5b-instruct"
     model_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    #: ``auto``: int8 linear layers on CPU (learner/quant.py; ~4× the float32 decode speed, docs/runtime.md),
+    #: the float dtype on CUDA. ``float`` keeps today's float path; ``int8`` forces int8 (CPU only).
+    model_weights: Literal["auto", "float", "int8"] = "auto"
     device: str = "auto"
     threads: int | None = None
     admin_token: SecretStr | None = None

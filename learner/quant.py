@@ -1,0 +1,141 @@
+"""Int8 weights for CPU decoding, with the float path kept where gradients flow.
+
+Decoding one token reads every weight once, so on CPU its speed is set by bytes per token: float32 reads
+4 bytes a weight, int8 reads 1. ``Int8Linear`` is an ``nn.Linear`` (so Share's ``ShareLinear`` and PEFT still
+wrap it) whose forward, when no gradient is being recorded, runs fbgemm's dynamic-int8 matmul on weights
+quantized per output channel (activations are quantized per call, per tensor). With gradients enabled it runs
+the float weight exactly as before — a quantized matmul passes no gradient to its input, and Share training
+needs the gradient through every frozen layer above a routed one — so a night that trains on this model trains
+the float model and evaluates (under ``torch.inference_mode``) what serving runs.
+
+The routed Share delta stays in float: ``ShareLinear`` adds it beside its base layer's output.
+Only CPU: on CUDA the model runs in bf16 and is left alone (``quantize_for_decode`` refuses other devices).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+WeightFormat = Literal["float", "int8"]
+
+_ops: Any = torch.ops.quantized
+
+
+def _quantize_weight(weight: Tensor) -> Tensor:
+    """Symmetric per-output-channel int8 (zero point 0), the format fbgemm's prepack expects."""
+    w = weight.detach().float()
+    scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12).double()
+    zero_points = torch.zeros(w.shape[0], dtype=torch.long)
+    with (
+        warnings.catch_warnings()
+    ):  # torch marks quantized tensors as legacy; fbgemm's linear still needs one
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.quantize_per_channel(w, scales, zero_points, 0, torch.qint8)
+
+
+class Int8Linear(nn.Linear):
+    """A frozen linear layer that decodes with int8 weights; see the module docstring.
+
+    ``keep_float=False`` drops the float weight (a serving-only copy saves 3 bytes per weight); such a layer
+    can no longer train and raises if asked to run with gradients enabled.
+    """
+
+    def __init__(self, linear: nn.Linear, *, keep_float: bool = True) -> None:
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        if linear.weight.device.type != "cpu":
+            raise ValueError(f"int8 decoding runs on CPU; this layer lives on {linear.weight.device}")
+        qweight = _quantize_weight(linear.weight)
+        bias = linear.bias.detach().float() if linear.bias is not None else None
+        self._packed = _ops.linear_prepack(qweight, bias)
+        self.keep_float = keep_float
+        if keep_float:
+            self.weight = linear.weight
+            self.bias = linear.bias
+        else:
+            # A zero-size stand-in keeps `.weight.dtype/.device` probes working without 4 bytes a weight.
+            self.weight = nn.Parameter(linear.weight.new_empty(0), requires_grad=False)
+            self.bias = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            if not self.keep_float:
+                raise RuntimeError("this int8 layer dropped its float weight and cannot run with gradients")
+            return F.linear(x, self.weight, self.bias)
+        y = _ops.linear_dynamic(x.float(), self._packed, False)
+        return y if y.dtype == x.dtype else y.to(x.dtype)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Int8Linear:
+        # The packed weights are an opaque fbgemm object: copy by re-packing from its own int8 weights.
+        clone = nn.Module.__new__(type(self))
+        nn.Module.__init__(clone)
+        clone.in_features, clone.out_features, clone.keep_float = (
+            self.in_features,
+            self.out_features,
+            self.keep_float,
+        )
+        qweight, bias = _ops.linear_unpack(self._packed)
+        clone._packed = _ops.linear_prepack(qweight.clone(), None if bias is None else bias.clone())
+        clone.weight = nn.Parameter(self.weight.detach().clone(), requires_grad=self.weight.requires_grad)
+        clone.bias = (
+            None if self.bias is None else nn.Parameter(self.bias.detach().clone(), requires_grad=False)
+        )
+        memo[id(self)] = clone
+        return clone
+
+    def int8_bytes(self) -> int:
+        return self.in_features * self.out_features
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8, keep_float={self.keep_float}"
+
+
+def quantize_for_decode(model: nn.Module, *, keep_float: bool = True, skip: tuple[str, ...] = ()) -> int:
+    """Swap every float ``nn.Linear`` of ``model`` (a layer inside a ``ShareLinear`` too) for an ``Int8Linear``,
+    in place; returns how many were swapped. Layers whose name ends with one of ``skip`` stay float.
+
+    The output head is tied to the input embedding in small Qwen models: the head's float weight is the
+    embedding table, which the model keeps in any case, so it is never dropped there."""
+    if not supported():
+        raise RuntimeError(
+            "this torch build has no fbgemm/x86 quantized engine; int8 decoding is unavailable"
+        )
+    embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    tied = embedding.weight if isinstance(embedding, nn.Module) else None
+    swapped = 0
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if type(child) is not nn.Linear or child.weight.dtype not in (torch.float32, torch.bfloat16):
+                continue
+            full = f"{name}.{child_name}" if name else child_name
+            if any(full.endswith(s) for s in skip):
+                continue
+            keep = keep_float or child.weight is tied
+            setattr(module, child_name, Int8Linear(child, keep_float=keep))
+            swapped += 1
+    return swapped
+
+
+def weight_format(model: nn.Module) -> WeightFormat:
+    return "int8" if any(isinstance(m, Int8Linear) for m in model.modules()) else "float"
+
+
+def supported() -> bool:
+    return any(engine in torch.backends.quantized.supported_engines for engine in ("x86", "fbgemm"))
+
+
+def resolve_weights(weights: str, device: str) -> WeightFormat:
+    """``auto``: int8 on CPU where the quantized engine exists (docs/runtime.md has the measurements that
+    chose it), the float dtype on CUDA."""
+    if weights not in ("auto", "float", "int8"):
+        raise ValueError(f"unknown weights format {weights!r}; choose auto, float or int8")
+    if weights == "auto":
+        return "int8" if device == "cpu" and supported() else "float"
+    if weights == "int8" and device != "cpu":
+        raise ValueError("int8 weights run on CPU only; use weights='float' on CUDA")
+    return weights  # type: ignore[return-value]
