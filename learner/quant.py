@@ -60,7 +60,7 @@ class Int8Linear(nn.Linear):
         else:
             # A zero-size stand-in keeps `.weight.dtype/.device` probes working without 4 bytes a weight.
             self.weight = nn.Parameter(linear.weight.new_empty(0), requires_grad=False)
-            self.bias = None
+            self.register_parameter("bias", None)
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.is_grad_enabled():
@@ -105,7 +105,8 @@ def quantize_for_decode(model: nn.Module, *, keep_float: bool = True, skip: tupl
         raise RuntimeError(
             "this torch build has no fbgemm/x86 quantized engine; int8 decoding is unavailable"
         )
-    embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    get_embeddings = getattr(model, "get_input_embeddings", None)
+    embedding = get_embeddings() if callable(get_embeddings) else None
     tied = embedding.weight if isinstance(embedding, nn.Module) else None
     swapped = 0
     for name, module in list(model.named_modules()):
