@@ -125,10 +125,20 @@ class Strategy:
     hints: bool = False
     output_format: OutputFormat = "program"
     sample_on_stall: bool = True
+    #: Verifier-guided search: from model round ``sample_from`` on (0 = the first), each open problem's
+    #: prompt is sampled ``best_of`` times in one batched call (each row its own seed), every distinct
+    #: candidate is verified, and the first that passes is taken (else the one with the fewest errors,
+    #: which feeds the next round as usual). ``best_of <= 1``: one reply per round (greedy or a stall sample).
+    best_of: int = 1
+    sample_from: int = 1
 
     def __post_init__(self) -> None:
         if self.max_attempts < 0:
             raise ValueError("max_attempts must be >= 0")
+        if self.best_of < 1 or self.best_of > 64:
+            raise ValueError(f"best_of must be in 1..64, got {self.best_of}")
+        if self.sample_from < 0:
+            raise ValueError("sample_from must be >= 0")
         if self.output_format not in ("program", "edits"):
             raise ValueError(f"output_format must be 'program' or 'edits', not {self.output_format!r}")
         if self.max_attempts == 0 and not self.suggestions_first:
@@ -145,6 +155,8 @@ STRATEGIES: dict[str, Strategy] = {
     "loop-suggest": Strategy("loop-suggest", max_attempts=4, suggestions_first=True),
     "loop-hints": Strategy("loop-hints", max_attempts=4, suggestions_first=True, hints=True),
     "rustfix": Strategy("rustfix", max_attempts=0, suggestions_first=True),
+    "best-of-4": Strategy("best-of-4", max_attempts=2, suggestions_first=True, best_of=4),
+    "best-of-8": Strategy("best-of-8", max_attempts=2, suggestions_first=True, best_of=8),
 }
 
 
@@ -255,6 +267,7 @@ class _State:
     suggest_candidate: bool = False
     sample_next: bool = False
     seen_prompts: set[str] = field(default_factory=set)
+    model_rounds: int = 0
     done: bool = False
     fixed: bool = False
     final_code: str = ""
@@ -275,6 +288,13 @@ class _Request:
     route: RouteLike
     sampled: bool
     seed: int | None
+
+
+def replace_request(request: _Request, row: int) -> _Request:
+    """Row ``row`` of a best-of-n fan-out: the same prompt and route, a distinct object (replies are keyed by
+    identity) and its own seed (the runtime also offsets every row of a call from the call's seed)."""
+    seed = (request.seed or 0) + row
+    return _Request(request.state, request.messages, request.hash, request.route, True, seed)
 
 
 class FixLoop:
@@ -453,14 +473,25 @@ class FixLoop:
         return None
 
     def _model_round(self, states: list[_State], strategy: Strategy, t0: float) -> None:
-        requests = []
+        requests: list[_Request] = []
+        fanned: list[_Request] = []
         for state in states:
+            search = (
+                strategy.best_of > 1
+                and self.sample is not None
+                and state.model_rounds >= strategy.sample_from
+            )
+            state.model_rounds += 1
+            if search:
+                state.sample_next = True  # the prompt may repeat: sampled replies differ
             request = self._prompt_for(state, strategy)
             if request is None:
                 self._close(state, t0, status="exhausted" if state.verified else "unverified")
                 continue
             state.seen_prompts.add(request.hash)
-            requests.append(request)
+            (fanned if search else requests).append(request)
+        if fanned:
+            self._search_round(fanned, strategy, t0)
         if not requests:
             return
         greedy = [r for r in requests if not r.sampled]
@@ -507,6 +538,68 @@ class FixLoop:
                 request_hash=request.hash,
                 generation=generation,
                 extra_check_seconds=0.0,
+                t0=t0,
+            )
+
+    def _search_round(self, requests: list[_Request], strategy: Strategy, t0: float) -> None:
+        """Best-of-n: ``strategy.best_of`` sampled rows per request in one call, all verified in parallel."""
+        assert self.sample is not None
+        n = strategy.best_of
+        rows = [replace_request(r, i) for r in requests for i in range(n)]
+        seed = min(r.seed or 0 for r in requests)
+        outs = self.sample([r.messages for r in rows], [r.route.row for r in rows], seed)
+        self._check_count(outs, rows)
+        replies = {id(r): g for r, g in zip(rows, outs, strict=True)}
+        parsed = self._ask_for_code(rows, replies)
+        # Verify each distinct changed candidate once per problem.
+        jobs: list[tuple[str, Problem]] = []
+        where: dict[tuple[int, str], int] = {}
+        for r in rows:
+            c = parsed[id(r)]
+            if c is not None and not _same_text(c, r.state.working) and (r.state.index, c) not in where:
+                where[(r.state.index, c)] = len(jobs)
+                jobs.append((c, r.state.problem))
+        results = self._verify_all(jobs)
+        for k, request in enumerate(requests):
+            state = request.state
+            state.sample_next = False
+            group = rows[k * n : (k + 1) * n]
+            checked = [
+                (r, parsed[id(r)], results[where[(state.index, parsed[id(r)] or "")]])
+                for r in group
+                if (state.index, parsed[id(r)] or "") in where
+            ]
+            distinct = len({c for _, c, _ in checked})
+            passing = [x for x in checked if self._is_green(state, x[2])]
+            label = f"model+best-of-{n}" + ("+hints" if state.hints else "")
+            if not checked:
+                first = group[0]
+                note = (
+                    "no code in any reply"
+                    if all(parsed[id(r)] is None for r in group)
+                    else "unchanged replies"
+                )
+                self._failed_without_check(state, parsed[id(first)], replies[id(first)], first, label, note)
+                continue
+            if passing:
+                chosen = passing[0]
+            else:
+                chosen = min(checked, key=lambda x: len(judgeable_errors(x[2].diagnostics, x[1] or "")))
+            r, candidate, result = chosen
+            assert candidate is not None
+            gen = replies[id(r)]
+            self._take_result(
+                state,
+                candidate,
+                result,
+                strategy=f"{label} ({len(passing)}/{distinct} distinct passed)",
+                reply=gen.text,
+                route=r.route,
+                request_hash=r.hash,
+                generation=gen,
+                extra_check_seconds=sum(
+                    float(getattr(x[2], "duration_s", 0.0)) for x in checked if x is not chosen
+                ),
                 t0=t0,
             )
 

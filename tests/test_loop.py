@@ -274,3 +274,55 @@ def test_a_reply_that_only_explains_is_continued_into_code_within_one_attempt(sa
     assert attempt.completion_tokens == 42 and attempt.generate_seconds == pytest.approx(1.5)
     assert attempt.reply.startswith("`count` is assigned twice") and CODE_OPENING in attempt.reply
     assert len(seen) == 2 and seen[1][:-1] == seen[0]  # same prompt, plus the assistant's own start
+
+
+def test_best_of_n_samples_rows_in_one_call_verifies_them_all_and_takes_a_passing_one(
+    sandbox: Sandbox,
+) -> None:
+    """Round 1 greedy fails; round 2 samples 4 rows of the same prompt in one call (the runtime's per-row
+    seeds make them differ); only row 2 fixes the program, and it is the one taken."""
+    wrong = LIB_BROKEN.replace('"2"', '"two"')
+    greedy = Scripted(lambda program, _: format_program_answer(wrong))
+    calls: list[tuple[int, int]] = []
+
+    def sample(prompts: list[Messages], row_tasks: list[int] | None, seed: int) -> list[Reply]:
+        calls.append((len(prompts), seed))
+        assert row_tasks == [-1] * len(prompts)
+        bad = format_program_answer(LIB_BROKEN.replace('"2"', "2.0"))
+        return [Reply(format_program_answer(LIB_FIXED) if i == 2 else bad) for i in range(len(prompts))]
+
+    loop = FixLoop(sandbox, greedy, _route(), "m", sample=sample)
+    problem = Problem("double", LIB_BROKEN, "lib", "2021", LIB_TESTS)
+    (record,) = loop.run([problem], Strategy("bo4", max_attempts=3, best_of=4))
+    assert calls == [(4, calls[0][1])], "one batched call of 4 rows"
+    first, second = record.attempts
+    assert not first.fixed and first.strategy == "model"
+    assert (
+        second.fixed
+        and second.strategy.startswith("model+best-of-4")
+        and "(1/2 distinct passed)" in second.strategy
+    )
+    assert record.final_code == LIB_FIXED and record.steps_to_green == 2
+    # Both distinct candidates were checked: the losing one's check time is charged to the attempt.
+    assert second.check_seconds > 0
+
+
+def test_best_of_n_without_a_passing_row_continues_from_the_best_candidate(sandbox: Sandbox) -> None:
+    echo = Scripted(lambda program, _: format_program_answer(program))
+
+    def sample(prompts: list[Messages], row_tasks: list[int] | None, seed: int) -> list[Reply]:
+        return echo(prompts, row_tasks)  # every row unchanged
+
+    loop = FixLoop(sandbox, echo, _route(), "m", sample=sample)
+    problem = Problem("double", LIB_BROKEN, "lib", "2021", LIB_TESTS)
+    (record,) = loop.run([problem], Strategy("bo4", max_attempts=2, best_of=4, sample_from=0))
+    assert [a.note for a in record.attempts] == ["unchanged replies", "unchanged replies"]
+    assert all(a.strategy.startswith("model+best-of-4") for a in record.attempts)
+    assert not record.fixed
+
+
+def test_best_of_is_bounded() -> None:
+    with pytest.raises(ValueError, match="best_of"):
+        Strategy("x", best_of=0)
+    with pytest.raises(ValueError, match="best_of"):
+        Strategy("x", best_of=65)
