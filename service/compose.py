@@ -54,7 +54,11 @@ def _load(settings: Settings) -> ModelRuntime:
 def generation_params(settings: Settings) -> GenerationParams:
     from learner.runtime import GenerationParams
 
-    return GenerationParams(max_new_tokens=settings.agent.max_new_tokens, temperature=0.0)
+    return GenerationParams(
+        max_new_tokens=settings.agent.max_new_tokens,
+        temperature=0.0,
+        prompt_lookup=settings.agent.prompt_lookup,
+    )
 
 
 def model_fns(
@@ -84,4 +88,6 @@ def serving_strategy(
         suggestions_first=settings.agent.suggestions_first,
         hints=settings.agent.hints if hints is None else hints,
         output_format=DEFAULT_OUTPUT_FORMAT,
+        best_of=settings.agent.best_of,
+        sample_from=settings.agent.sample_from,
     )

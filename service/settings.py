@@ -39,6 +39,13 @@ class AgentSettings(BaseModel):
     suggestions_first: bool = True
     hints: bool = True
     max_new_tokens: int = 768
+    #: Best-of-n search (agent.loop.Strategy.best_of): from model round ``sample_from`` on, n sampled
+    #: candidates per problem in one batched call, all verified. 1 = one reply per round (greedy first).
+    best_of: int = Field(default=1, ge=1, le=64)
+    #: Greedy replies decode with prompt lookup (drafts copied from the prompt, verified in one pass: the
+    #: greedy text, in fewer passes) and reuse the prefix KV cache of the loop's earlier prompts.
+    prompt_lookup: bool = True
+    sample_from: int = Field(default=1, ge=0)
 
 
 class LimitSettings(BaseModel):
