@@ -21,9 +21,8 @@ from agent.diagnostics import Diagnostic, error_codes, parse_client_output
 from agent.loop import FixLoop
 from agent.problems import Problem
 from agent.sandbox import Sandbox
-from router import Route, TaskRouter
-from router.table import BASE_ROW
-from service.compose import generation_params, model_fns, serving_strategy
+from router import TaskRouter
+from service.compose import build_fix_loop, serving_strategy
 from service.db.repositories import (
     AdapterRepository,
     BasisRepository,
@@ -150,27 +149,10 @@ class ServingRuntime:
         return dict(self.bank.snapshot().versions)
 
     # ------------------------------------------------------------------ requests
-    def _route_fn(self, snapshot: BankSnapshot | None) -> Callable[[Sequence[Diagnostic]], Route]:
-        def route(diagnostics: Sequence[Diagnostic]) -> Route:
-            decision = self.router.route(diagnostics)
-            if decision.task is None:
-                return Route(None, None, BASE_ROW)
-            if snapshot is None or decision.task not in snapshot.task_index:
-                return Route(decision.task, None, BASE_ROW)
-            return Route(decision.task, snapshot.versions[decision.task], snapshot.task_index[decision.task])
-
-        return route
-
     def make_loop(self, snapshot: BankSnapshot | None) -> FixLoop:
         assert self.runtime is not None
-        generate, sample = model_fns(self.runtime, generation_params(self.settings), snapshot)
-        return FixLoop(
-            self.sandbox,
-            generate,
-            self._route_fn(snapshot),
-            self.runtime.model_id,
-            sample=sample,
-            check_workers=self.settings.sandbox.max_concurrency,
+        return build_fix_loop(
+            self.runtime, self.settings, self.sandbox, snapshot=snapshot, router=self.router
         )
 
     def pinned_snapshot(self) -> BankSnapshot | None:
