@@ -260,6 +260,7 @@ class _State:
     final_code: str = ""
     final_status: str = "unfixed"
     steps_to_green: int | None = None
+    route: RouteLike | None = None  # the route of the original diagnostics: the problem's route
     wall_seconds: float = 0.0
 
     @property
@@ -367,6 +368,7 @@ class FixLoop:
                 hints=strategy.hints,
                 output_format=strategy.output_format,
                 final_code=problem.source,
+                route=self.route(diagnostics),
             )
             if result.ok:
                 state.fixed, state.steps_to_green = True, 0
@@ -765,4 +767,6 @@ class FixLoop:
             error_codes=state.original_codes,
             attempts=state.attempts,
             wall_seconds=state.wall_seconds,
+            route_task=state.route.task if state.route is not None else None,
+            route_version=state.route.version if state.route is not None else None,
         )

@@ -59,7 +59,8 @@ def test_fix_in_process_returns_the_fixed_program_as_json(
     assert "+    let mut count = 1;" in result["diff"]
     assert result["error_codes"] == ["E0384"] and result["remaining_error_codes"] == []
     assert [a["strategy"] for a in result["attempts"]] == ["suggestions"]
-    assert result["route"] is None  # rustc's suggestion did it; the model was not asked
+    # rustc's suggestion did it; the model was not asked. The route is the original program's, as in the API.
+    assert result["route"]["version"] is None and result["attempts"][0]["route"]["task"] is None
 
 
 def test_fix_in_process_with_a_model_that_cannot_fix_exits_1(
@@ -70,7 +71,7 @@ def test_fix_in_process_with_a_model_that_cannot_fix_exits_1(
     result = json.loads(capsys.readouterr().out)
     assert not result["fixed"] and result["status"] == "unfixed" and result["code"].startswith("fn main")
     assert len(result["attempts"]) == 2
-    assert result["route"] == {"task": "type_mismatch", "version": None}
+    assert result["route"] == {"task": "type_mismatch", "version": None, "confidence": None}
 
 
 class _FakeFixServer(BaseHTTPRequestHandler):
@@ -337,8 +338,8 @@ def test_fix_serves_the_promoted_version_the_daemon_serves(
     src = _write(settings_env, "moved.rs", MOVED)
     main(["fix", src, "--json", "--max-attempts", "1"])
     cli = json.loads(capsys.readouterr().out)
-    assert cli["route"] == {"task": task, "version": version}
-    assert [(a["route_task"], a["route_version"]) for a in cli["attempts"]] == [(task, version)]
+    assert cli["route"] == {"task": task, "version": version, "confidence": None}
+    assert [(a["route"]["task"], a["route"]["version"]) for a in cli["attempts"]] == [(task, version)]
 
     from service.cli.fix import build_sandbox, load_runtime
 
@@ -350,4 +351,5 @@ def test_fix_serves_the_promoted_version_the_daemon_serves(
     problem = Problem("same", MOVED, "bin", "2021", None, None)
     record = daemon.make_loop(daemon.pinned_snapshot()).run([problem], serving_strategy(settings, 1))[0]
     db.dispose()
+    assert (record.route_task, record.route_version) == (task, version)
     assert [(a.route_task, a.route_version) for a in record.attempts] == [(task, version)]

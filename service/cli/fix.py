@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.diagnostics import Diagnostic, parse_client_output
 from agent.koans import EDITIONS, MODES
-from agent.loop import FixLoop, Problem, unified_diff
+from agent.loop import FixLoop, Problem
 from agent.sandbox import Sandbox
 from service.cli import CliError
 from service.cli.check import build_sandbox
@@ -99,41 +99,10 @@ def _read_text(path: str, what: str) -> str:
 
 
 def record_to_result(record: ProblemRecord) -> dict[str, Any]:
-    """The JSON shape shared with ``POST /v1/fix``."""
-    model_attempts = [a for a in record.attempts if a.model_id is not None]
-    last = model_attempts[-1] if model_attempts else None
-    route = None if last is None else {"task": last.route_task, "version": last.route_version}
-    return {
-        "fixed": record.fixed,
-        "verified": record.verified,
-        "status": record.final_status,
-        "code": record.final_code,
-        "diff": unified_diff(record.source, record.final_code),
-        "error_codes": record.error_codes,
-        "remaining_error_codes": record.attempts[-1].error_codes_after
-        if record.attempts
-        else record.error_codes,
-        "steps_to_green": record.steps_to_green,
-        "route": route,
-        "attempts": [
-            {
-                "attempt": a.attempt,
-                "strategy": a.strategy,
-                "verdict": a.verdict,
-                "fixed": a.fixed,
-                "error_codes_before": a.error_codes_before,
-                "error_codes_after": a.error_codes_after,
-                "route_task": a.route_task,
-                "route_version": a.route_version,
-                "note": a.note,
-                "generate_seconds": round(a.generate_seconds, 3),
-                "check_seconds": round(a.check_seconds, 3),
-                "completion_tokens": a.completion_tokens,
-            }
-            for a in record.attempts
-        ],
-        "wall_seconds": round(record.wall_seconds, 3),
-    }
+    """The JSON of ``POST /v1/fix`` (``serving.fix_response``), without an episode: nothing is stored."""
+    from service.serving import fix_response
+
+    return fix_response(record).model_dump()
 
 
 def _fix_via_server(url: str, code: str, mode: str, edition: str, diagnostics: str | None) -> dict[str, Any]:
