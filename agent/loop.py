@@ -94,17 +94,6 @@ class RouteLike(Protocol):
 RouteFn = Callable[[Sequence[Diagnostic]], RouteLike]
 
 
-class CheckResultLike(Protocol):
-    @property
-    def ok(self) -> bool: ...
-
-    @property
-    def diagnostics(self) -> Sequence[Diagnostic]: ...
-
-    @property
-    def duration_s(self) -> float: ...
-
-
 class Judge(Protocol):
     """agent.sandbox.Sandbox: compiles the candidate in its mode/edition and runs the tests when given."""
 
