@@ -51,3 +51,8 @@ class ProblemRecord:
     error_codes: list[str]
     attempts: list[AttemptRecord] = field(default_factory=list)
     wall_seconds: float = 0.0
+    # THE route of the problem (SQL, the API and the CLI all report this one): the task the original
+    # program's diagnostics route to and that task's version in the loop's pinned snapshot (None = base).
+    # Attempts carry their own routes (a later round may route differently).
+    route_task: str | None = None
+    route_version: int | None = None

@@ -70,11 +70,6 @@ HINTS: dict[str, str] = {
     "long enough.",
 }
 
-GENERIC_HINT = (
-    "Make the smallest change that fixes the errors and keep the program's behaviour, names and "
-    "signatures used by other code; never delete logic or replace it with `todo!()`/`unimplemented!()`."
-)
-
 
 def hints_for(codes: Iterable[str], limit: int = 4) -> list[str]:
     """Hints for the given error codes (first seen first, at most ``limit``), each as "E0382: advice"."""

@@ -94,17 +94,6 @@ class RouteLike(Protocol):
 RouteFn = Callable[[Sequence[Diagnostic]], RouteLike]
 
 
-class CheckResultLike(Protocol):
-    @property
-    def ok(self) -> bool: ...
-
-    @property
-    def diagnostics(self) -> Sequence[Diagnostic]: ...
-
-    @property
-    def duration_s(self) -> float: ...
-
-
 class Judge(Protocol):
     """agent.sandbox.Sandbox: compiles the candidate in its mode/edition and runs the tests when given."""
 
@@ -273,6 +262,7 @@ class _State:
     final_code: str = ""
     final_status: str = "unfixed"
     steps_to_green: int | None = None
+    route: RouteLike | None = None  # the route of the original diagnostics: the problem's route
     wall_seconds: float = 0.0
 
     @property
@@ -387,6 +377,7 @@ class FixLoop:
                 hints=strategy.hints,
                 output_format=strategy.output_format,
                 final_code=problem.source,
+                route=self.route(diagnostics),
             )
             if result.ok:
                 state.fixed, state.steps_to_green = True, 0
@@ -858,4 +849,6 @@ class FixLoop:
             error_codes=state.original_codes,
             attempts=state.attempts,
             wall_seconds=state.wall_seconds,
+            route_task=state.route.task if state.route is not None else None,
+            route_version=state.route.version if state.route is not None else None,
         )

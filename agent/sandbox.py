@@ -721,10 +721,6 @@ class Sandbox:
             except OSError as exc:
                 log.warning("sandbox cache write failed: %s", exc)
 
-    def clear_memory_cache(self) -> None:
-        with self._memo_lock:
-            self._memo.clear()
-
     # ------------------------------------------------------------------------------------ the public API
 
     def check(self, source: str | bytes, mode: str = "bin", edition: str = "2021") -> CheckResult:

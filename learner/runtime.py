@@ -536,12 +536,3 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def as_generate_fn(runtime: ModelRuntime, params: GenerationParams) -> GenerateFn:
-    """The plain callable the agent's loop takes: ``fn(prompts, row_tasks) -> generations``."""
-
-    def generate(prompts: list[ChatMessages], row_tasks: list[int] | None = None) -> list[Generation]:
-        return runtime.generate(prompts, params, row_tasks)
-
-    return generate

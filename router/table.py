@@ -39,10 +39,6 @@ class Route:
     version: int | None
     row: int
 
-    @property
-    def is_base(self) -> bool:
-        return self.row == BASE_ROW
-
 
 BASE_ROUTE = Route(None, None, BASE_ROW)
 

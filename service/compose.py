@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from agent.loop import DEFAULT_OUTPUT_FORMAT, Strategy
+from agent.diagnostics import Diagnostic
+from agent.loop import DEFAULT_OUTPUT_FORMAT, FixLoop, Strategy
 from agent.sandbox import Sandbox, SandboxConfig, SandboxUnavailable
+from router import Route, TaskRouter
+from router.table import BASE_ROW
 from service.settings import Settings
 
 if TYPE_CHECKING:
     from learner.runtime import GenerationParams, ModelRuntime
+    from learner.share.bank import BankSnapshot
 
 
 class CompositionError(RuntimeError):
@@ -66,7 +71,6 @@ def model_fns(
 ) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """The fix loop's ``generate(prompts, row_tasks)`` and ``sample(prompts, row_tasks, seed)`` over one
     runtime; ``snapshot`` pins the Share bank snapshot both use (None: the runtime's current one)."""
-    from dataclasses import replace
 
     def generate(prompts: list[list[dict[str, str]]], row_tasks: list[int] | None) -> Any:
         return runtime.generate(prompts, params, row_tasks, snapshot=snapshot)
@@ -91,3 +95,52 @@ def serving_strategy(
         best_of=settings.agent.best_of,
         sample_from=settings.agent.sample_from,
     )
+
+
+def route_fn(router: TaskRouter, snapshot: BankSnapshot | None) -> Callable[[Sequence[Diagnostic]], Route]:
+    """Diagnostics → the task they route to and that task's version and row in ``snapshot`` (the Share bank
+    snapshot pinned for one fix loop; None or a task it lacks: the base model)."""
+
+    def route(diagnostics: Sequence[Diagnostic]) -> Route:
+        decision = router.route(diagnostics)
+        if decision.task is None:
+            return Route(None, None, BASE_ROW)
+        if snapshot is None or decision.task not in snapshot.task_index:
+            return Route(decision.task, None, BASE_ROW)
+        return Route(decision.task, snapshot.versions[decision.task], snapshot.task_index[decision.task])
+
+    return route
+
+
+def build_fix_loop(
+    runtime: ModelRuntime | None,
+    settings: Settings,
+    sandbox: Sandbox,
+    *,
+    snapshot: BankSnapshot | None = None,
+    router: TaskRouter | None = None,
+    max_new_tokens: int | None = None,
+    prompt_lookup: bool | None = None,
+    wrap_generate: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+) -> FixLoop:
+    """THE fix loop, for the daemon's requests, the day job, the night's sampling and gate, ``dreamfix fix``
+    and ``dreamfix eval``: greedy + sampled generation over ``runtime`` and routes read from ``snapshot``
+    (pin one per loop; the daemon's and the CLI's come from the active versions in the database).
+    ``runtime`` None builds a loop for strategies that need no model (it raises if asked for one);
+    ``wrap_generate`` wraps the greedy ``generate`` (``dreamfix eval`` replays recorded replies through it)."""
+    wrap = wrap_generate or (lambda fn: fn)
+    route = route_fn(router or TaskRouter(threshold=settings.router.confidence_threshold), snapshot)
+    workers = settings.sandbox.max_concurrency
+    if runtime is None:
+
+        def no_model(prompts: list[list[dict[str, str]]], row_tasks: list[int] | None) -> list[Any]:
+            raise RuntimeError("this strategy needs no model, yet the loop asked for one")
+
+        return FixLoop(sandbox, wrap(no_model), route, None, check_workers=workers)
+    params = generation_params(settings)
+    if max_new_tokens is not None:
+        params = replace(params, max_new_tokens=max_new_tokens)
+    if prompt_lookup is not None:
+        params = replace(params, prompt_lookup=prompt_lookup)
+    generate, sample = model_fns(runtime, params, snapshot)
+    return FixLoop(sandbox, wrap(generate), route, runtime.model_id, sample=sample, check_workers=workers)

@@ -17,13 +17,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from agent.diagnostics import Diagnostic, error_codes, parse_client_output
+from agent.diagnostics import error_codes, parse_client_output
 from agent.loop import FixLoop
 from agent.problems import Problem
 from agent.sandbox import Sandbox
-from router import Route, TaskRouter
-from router.table import BASE_ROW
-from service.compose import generation_params, model_fns, serving_strategy
+from router import TaskRouter
+from service.compose import build_fix_loop, serving_strategy
 from service.db.repositories import (
     AdapterRepository,
     BasisRepository,
@@ -34,9 +33,10 @@ from service.db.session import Database
 from service.settings import Settings
 
 if TYPE_CHECKING:
+    from agent.episodes import ProblemRecord
     from learner.runtime import ModelRuntime
     from learner.share.bank import BankSnapshot, ShareBank
-    from service.api.schemas import CheckRequest, FixRequest
+    from service.api.schemas import CheckRequest, FixRequest, FixResponse
 
 log = logging.getLogger(__name__)
 
@@ -150,27 +150,10 @@ class ServingRuntime:
         return dict(self.bank.snapshot().versions)
 
     # ------------------------------------------------------------------ requests
-    def _route_fn(self, snapshot: BankSnapshot | None) -> Callable[[Sequence[Diagnostic]], Route]:
-        def route(diagnostics: Sequence[Diagnostic]) -> Route:
-            decision = self.router.route(diagnostics)
-            if decision.task is None:
-                return Route(None, None, BASE_ROW)
-            if snapshot is None or decision.task not in snapshot.task_index:
-                return Route(decision.task, None, BASE_ROW)
-            return Route(decision.task, snapshot.versions[decision.task], snapshot.task_index[decision.task])
-
-        return route
-
     def make_loop(self, snapshot: BankSnapshot | None) -> FixLoop:
         assert self.runtime is not None
-        generate, sample = model_fns(self.runtime, generation_params(self.settings), snapshot)
-        return FixLoop(
-            self.sandbox,
-            generate,
-            self._route_fn(snapshot),
-            self.runtime.model_id,
-            sample=sample,
-            check_workers=self.settings.sandbox.max_concurrency,
+        return build_fix_loop(
+            self.runtime, self.settings, self.sandbox, snapshot=snapshot, router=self.router
         )
 
     def pinned_snapshot(self) -> BankSnapshot | None:
@@ -198,41 +181,7 @@ class ServingRuntime:
                 record, origin="client", problem_ref=problem.id, mode=req.mode, edition=req.edition
             )
             episode_id = row.id
-        # The request's route: the task its diagnostics (the client's, else the sandbox's) route to and the
-        # version of that task in the snapshot pinned for this request. Attempts carry their own routes.
-        decision = self.router.route(client_diags or self._original_diagnostics(req))
-        route_task = decision.task
-        route_version = snapshot.versions.get(route_task) if snapshot is not None and route_task else None
-        confidence = decision.confidence
-        from agent.loop import unified_diff
-
-        return {
-            "fixed": record.fixed,
-            "verified": record.verified,
-            "code": record.final_code,
-            "diff": unified_diff(req.code, record.final_code),
-            "error_codes": list(record.error_codes),
-            "attempts": [
-                {
-                    "attempt": a.attempt,
-                    "strategy": a.strategy,
-                    "verdict": a.verdict,
-                    "fixed": a.fixed,
-                    "error_codes": a.error_codes_after,
-                    "route": {"task": a.route_task, "version": a.route_version, "confidence": None},
-                    "note": a.note,
-                    "seconds": round(a.generate_seconds + a.check_seconds, 3),
-                }
-                for a in record.attempts
-            ],
-            "route": {"task": route_task, "version": route_version, "confidence": confidence},
-            "episode_id": episode_id,
-            "status": record.final_status,
-            "wall_seconds": round(record.wall_seconds, 3),
-        }
-
-    def _original_diagnostics(self, req: FixRequest) -> list[Diagnostic]:
-        return list(self.sandbox.check(req.code, mode=req.mode, edition=req.edition).diagnostics)
+        return fix_response(record, episode_id).model_dump()
 
     def check(self, req: CheckRequest) -> dict[str, Any]:
         result = self.sandbox.check(req.code, mode=req.mode, edition=req.edition)
@@ -244,3 +193,39 @@ class ServingRuntime:
             "message": result.message or None,
             "duration_s": round(result.duration_s, 4),
         }
+
+
+def fix_response(record: ProblemRecord, episode_id: int | None = None) -> FixResponse:
+    """The one answer to a fix, for ``POST /v1/fix`` and ``dreamfix fix --json``: the record's own route
+    (``ProblemRecord.route_task``/``route_version``, also what SQL stores) and its attempts."""
+    from agent.loop import unified_diff
+    from service.api.schemas import AttemptOut, FixResponse, RouteOut
+
+    return FixResponse(
+        fixed=record.fixed,
+        verified=record.verified,
+        code=record.final_code,
+        diff=unified_diff(record.source, record.final_code),
+        error_codes=list(record.error_codes),
+        attempts=[
+            AttemptOut(
+                attempt=a.attempt,
+                strategy=a.strategy,
+                verdict=a.verdict,
+                fixed=a.fixed,
+                error_codes=a.error_codes_after,
+                route=RouteOut(task=a.route_task, version=a.route_version),
+                note=a.note,
+                seconds=round(a.generate_seconds + a.check_seconds, 3),
+            )
+            for a in record.attempts
+        ],
+        route=RouteOut(task=record.route_task, version=record.route_version),
+        episode_id=episode_id,
+        status=record.final_status,
+        wall_seconds=round(record.wall_seconds, 3),
+        steps_to_green=record.steps_to_green,
+        remaining_error_codes=record.attempts[-1].error_codes_after
+        if record.attempts
+        else record.error_codes,
+    )

@@ -59,7 +59,8 @@ def test_fix_in_process_returns_the_fixed_program_as_json(
     assert "+    let mut count = 1;" in result["diff"]
     assert result["error_codes"] == ["E0384"] and result["remaining_error_codes"] == []
     assert [a["strategy"] for a in result["attempts"]] == ["suggestions"]
-    assert result["route"] is None  # rustc's suggestion did it; the model was not asked
+    # rustc's suggestion did it; the model was not asked. The route is the original program's, as in the API.
+    assert result["route"]["version"] is None and result["attempts"][0]["route"]["task"] is None
 
 
 def test_fix_in_process_with_a_model_that_cannot_fix_exits_1(
@@ -70,7 +71,7 @@ def test_fix_in_process_with_a_model_that_cannot_fix_exits_1(
     result = json.loads(capsys.readouterr().out)
     assert not result["fixed"] and result["status"] == "unfixed" and result["code"].startswith("fn main")
     assert len(result["attempts"]) == 2
-    assert result["route"] == {"task": "type_mismatch", "version": None}
+    assert result["route"] == {"task": "type_mismatch", "version": None, "confidence": None}
 
 
 class _FakeFixServer(BaseHTTPRequestHandler):
@@ -311,3 +312,44 @@ def test_max_attempts_never_turns_the_base_strategy_into_a_loop(settings_env: Pa
     )
     records = json.loads(out.read_text())["strategies"]["base"]["records"]
     assert [len(r["attempts"]) for r in records] == [1, 1]
+
+
+MOVED = 'fn main() {\n    let s = String::from("hi");\n    let t = s;\n    println!("{} {}", s, t);\n}\n'
+
+
+def test_fix_serves_the_promoted_version_the_daemon_serves(
+    settings_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`dreamfix fix` reads the active coefficient versions from the database like the daemon, and routes
+    the same input to the same task and version (on main its route table was always empty: no version)."""
+    from agent.problems import Problem
+    from service.compose import serving_strategy
+    from service.db.migrate import upgrade
+    from service.db.session import Database
+    from service.serving import ServingRuntime
+    from tests.helpers import install_version
+
+    monkeypatch.setenv("DREAMFIX_AGENT__SUGGESTIONS_FIRST", "false")
+    get_settings.cache_clear()
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.db_url)
+    task, version = install_version(settings.db_url, settings_env)
+    src = _write(settings_env, "moved.rs", MOVED)
+    main(["fix", src, "--json", "--max-attempts", "1"])
+    cli = json.loads(capsys.readouterr().out)
+    assert cli["route"] == {"task": task, "version": version, "confidence": None}
+    assert [(a["route"]["task"], a["route"]["version"]) for a in cli["attempts"]] == [(task, version)]
+
+    from service.cli.fix import build_sandbox, load_runtime
+
+    db = Database(settings.db_url)
+    runtime = load_runtime(settings)
+    daemon = ServingRuntime(settings, db, build_sandbox(settings), lambda: runtime)
+    daemon.load()
+    assert daemon.active_versions() == {task: version}
+    problem = Problem("same", MOVED, "bin", "2021", None, None)
+    record = daemon.make_loop(daemon.pinned_snapshot()).run([problem], serving_strategy(settings, 1))[0]
+    db.dispose()
+    assert (record.route_task, record.route_version) == (task, version)
+    assert [(a.route_task, a.route_version) for a in record.attempts] == [(task, version)]

@@ -232,11 +232,12 @@ def test_routes_reach_generate_as_row_tasks(sandbox: Sandbox) -> None:
 
 @pytest.mark.slow
 def test_the_real_tiny_runtime_end_to_end(sandbox: Sandbox, tiny_runtime: object) -> None:
-    from learner.runtime import GenerationParams, ModelRuntime, as_generate_fn
+    from learner.runtime import GenerationParams, ModelRuntime
+    from service.compose import model_fns
 
     assert isinstance(tiny_runtime, ModelRuntime)
     koans = [k for k in load_koans() if k.is_eval][:2]
-    generate = as_generate_fn(tiny_runtime, GenerationParams(max_new_tokens=16))
+    generate, _ = model_fns(tiny_runtime, GenerationParams(max_new_tokens=16))
     loop = FixLoop(sandbox, generate, _route(), tiny_runtime.model_id)
     records = loop.run([Problem.from_koan(k) for k in koans], Strategy("loop", max_attempts=2))
     for record in records:

@@ -13,7 +13,7 @@ from service.app_services import Services
 from service.db.repositories import AdapterRepository, EpisodeRepository, RunRepository
 from service.jobs import RunContext
 from service.night import EvalGuard, Pair, collect_pairs
-from tests.test_service_api import make_settings
+from tests.helpers import make_settings
 
 
 def test_eval_guard_blocks_eval_koans_and_near_copies() -> None:

@@ -58,6 +58,8 @@ def _record(fixed: bool = True, family: str | None = "moves") -> ProblemRecord:
         strategy="loop",
         error_codes=["E0382"],
         attempts=attempts,
+        route_task="borrowck",
+        route_version=3,
     )
 
 

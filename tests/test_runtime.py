@@ -13,7 +13,6 @@ from learner import routing
 from learner.runtime import (
     GenerationParams,
     ModelRuntime,
-    as_generate_fn,
     resolve_device,
     resolve_dtype,
 )
@@ -285,14 +284,6 @@ def test_concurrent_callers_get_the_same_results_as_sequential(tiny_runtime: Mod
     for thread in threads:
         thread.join()
     assert results == [expected] * 3
-
-
-def test_as_generate_fn_is_the_agents_plain_callable(tiny_runtime: ModelRuntime) -> None:
-    generate = as_generate_fn(tiny_runtime, GREEDY)
-    assert [g.text for g in generate(PROMPTS[:2], None)] == [
-        g.text for g in tiny_runtime.generate(PROMPTS[:2], GREEDY)
-    ]
-    assert generate([], None) == []
 
 
 def test_load_from_a_model_folder_matches_the_in_memory_model(

@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -17,56 +16,10 @@ from agent.sandbox import Sandbox, SandboxConfig
 from router import TaskRouter
 from service.api.app import create_app
 from service.app_services import Services
-from service.settings import Settings
+from tests.helpers import AUTH, TOKEN, make_settings, wait_ready, wait_run
 from tests.live_server import LiveServer
 
-TOKEN = "test-admin-token-123"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MOVED = 'fn main() { let s = String::from("hi"); let t = s; println!("{} {}", s, t); }\n'
-
-
-def make_settings(tmp: Path, model_dir: Path, **overrides: Any) -> Settings:
-    base: dict[str, Any] = {
-        "data_dir": tmp,
-        # One sandbox result cache per test session: the koans' verdicts are the same in every test.
-        "sandbox_cache": tmp.parent / "sandbox-cache",
-        "model": str(model_dir),
-        "admin_token": TOKEN,
-        "scheduler": {"enabled": False},
-        "agent": {"max_attempts": 1, "max_new_tokens": 16, "suggestions_first": True},
-        "limits": {"max_body_bytes": 64 * 1024, "max_code_bytes": 16 * 1024, "queue_size": 32},
-        "night": {
-            "min_examples_per_task": 2,
-            "seed_steps": 2,
-            "generated_examples": 0,
-            "eval_limit": 30,
-            "max_length": 384,
-            "heartbeat_s": 1.0,
-            "tasks": ["moves", "mutability"],
-        },
-        "share": {"train_steps": 2, "lora_rank": 2, "k_cap": 4},
-    }
-    base.update(overrides)
-    return Settings(**base)
-
-
-def wait_ready(client: httpx.Client, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.get("/readyz").status_code == 200:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"server never became ready: {client.get('/readyz').json()}")
-
-
-def wait_run(client: httpx.Client, run_id: int, timeout: float = 600) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = client.get(f"/admin/runs/{run_id}", headers=AUTH).json()
-        if run["status"] in ("succeeded", "failed"):
-            return run  # type: ignore[no-any-return]
-        time.sleep(0.25)
-    raise AssertionError(f"run {run_id} did not finish")
 
 
 @pytest.fixture(scope="module")

@@ -12,21 +12,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
 from sqlalchemy import text
 
-from learner.share.artifacts import save_bases, save_task_version
-from learner.share.math import LoraSeed, SeedLayer
-from learner.share.phases import phase1
-from learner.tiny import build_tiny_model
 from service.api.app import create_app
 from service.app_services import Services
-from service.db.repositories import AdapterRepository, BasisRepository, RouteStateRepository
 from service.db.session import Database
 from service.scheduler import DreamScheduler
 from service.settings import SchedulerSettings
+from tests.helpers import AUTH, TOKEN, install_version, make_settings, wait_ready
 from tests.live_server import LiveServer, free_port
-from tests.test_service_api import AUTH, TOKEN, make_settings, wait_ready
 
 
 def _serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -106,41 +100,6 @@ def test_a_killed_night_is_marked_failed_on_restart_and_promotes_nothing(
         server.wait(timeout=30)
 
 
-def _install_version(db_url: str, tmp: Path) -> tuple[str, int]:
-    """A real basis and one task version for the tiny model's q_proj/v_proj, promoted in SQL."""
-    model, _ = build_tiny_model(0)
-    gen = torch.Generator().manual_seed(0)
-    layers = {}
-    for name, module in model.named_modules():
-        if name.endswith(("q_proj", "v_proj")):
-            n, d = module.weight.shape
-            layers[name] = SeedLayer(
-                a=torch.randn(2, d, generator=gen), b=torch.randn(n, 2, generator=gen), scaling=1.0
-            )
-    result = phase1([LoraSeed("moves", layers)], threshold=1.0, cap=4)
-    basis_path = tmp / "basis.safetensors"
-    basis_id = save_bases(basis_path, result.bases, "tiny")
-    task_path = save_task_version(
-        tmp, task="moves", version=1, coeffs_by_layer=result.coefficients["moves"], basis_id=basis_id
-    )
-    db = Database(db_url)
-    with db.session() as s:
-        BasisRepository(s).add(basis_id, str(basis_path), "tiny", {})
-        repo = AdapterRepository(s)
-        row = repo.add(
-            task="moves",
-            version=1,
-            status="candidate",
-            path=str(task_path),
-            basis_id=basis_id,
-            base_model_id="tiny",
-        )
-        repo.promote(row)
-        RouteStateRepository(s).bump(basis_id=basis_id)
-    db.dispose()
-    return "moves", 1
-
-
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_replicas_sharing_postgres_pick_up_a_promotion(
@@ -161,7 +120,7 @@ def test_replicas_sharing_postgres_pick_up_a_promotion(
     ):
         wait_ready(ca)
         wait_ready(cb)
-        task, version = _install_version(db_url, tmp_path)
+        task, version = install_version(db_url, tmp_path)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not all(
             r.serving.active_versions() == {task: version} for r in replicas

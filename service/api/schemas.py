@@ -97,6 +97,8 @@ class FixResponse(BaseModel):
     episode_id: int | None
     status: str
     wall_seconds: float
+    steps_to_green: int | None = Field(default=None, description="Attempts used until fixed; null if never.")
+    remaining_error_codes: list[str] = Field(default_factory=list, description="Error codes left at the end.")
 
 
 class RunCreate(BaseModel):

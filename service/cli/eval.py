@@ -247,11 +247,21 @@ def run_eval(args: argparse.Namespace) -> int:
             "updated": datetime.now(UTC).isoformat(timespec="seconds"),
         }
     )
+    wrapped: list[GreedyReplies] = []
+
+    def replay(generate: Any) -> GreedyReplies:
+        wrapped.append(GreedyReplies(generate))
+        return wrapped[0]
+
     loop = build_loop(
-        settings, runtime, sandbox, max_new_tokens=args.max_new_tokens, prompt_lookup=args.prompt_lookup
+        settings,
+        runtime,
+        sandbox,
+        max_new_tokens=args.max_new_tokens,
+        prompt_lookup=args.prompt_lookup,
+        wrap_generate=replay,
     )
-    replies = GreedyReplies(loop.generate)
-    loop.generate = replies
+    replies = wrapped[0]
     if runtime is not None:
         limit = report["max_new_tokens"]
         sources = [saved] if args.resume and saved.get("model") else []

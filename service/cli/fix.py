@@ -1,7 +1,6 @@
 """``dreamfix fix FILE.rs``: fix one program in-process (model + sandbox loop), or through a server.
 
-Also the composition helpers ``build_sandbox``/``build_loop`` that ``dreamfix eval`` shares: settings →
-sandbox, runtime, router and the loop, wired in one place.
+Also ``build_loop`` that ``dreamfix eval`` shares: the daemon's loop builder over the database's active versions.
 """
 
 from __future__ import annotations
@@ -9,24 +8,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.diagnostics import Diagnostic, parse_client_output
 from agent.koans import EDITIONS, MODES
-from agent.loop import DEFAULT_OUTPUT_FORMAT, FixLoop, Problem, Strategy, unified_diff
+from agent.loop import FixLoop, Problem
 from agent.sandbox import Sandbox
-from router import RouteTable, TaskRouter, make_route_fn
 from service.cli import CliError
 from service.cli.check import build_sandbox
-from service.compose import generation_params, model_fns
+from service.compose import build_fix_loop, serving_strategy
 from service.compose import load_runtime as compose_load_runtime
 from service.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from agent.episodes import ProblemRecord
     from learner.runtime import ModelRuntime
+    from learner.share.bank import BankSnapshot
 
 
 def load_runtime(settings: Settings) -> ModelRuntime:
@@ -46,26 +45,46 @@ def build_loop(
     *,
     max_new_tokens: int | None = None,
     prompt_lookup: bool = False,
+    wrap_generate: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
 ) -> FixLoop:
-    """The fix loop wired from settings: greedy + sampled generation, the router with an empty route table
-    (this process has no published coefficients loaded: every task resolves to the base model)."""
-    route = make_route_fn(TaskRouter(threshold=settings.router.confidence_threshold), RouteTable())
-    workers = settings.sandbox.max_concurrency
-    if runtime is None:
-
-        def no_model(prompts: list[list[dict[str, str]]], row_tasks: list[int] | None) -> list[Any]:
-            raise RuntimeError("this strategy needs no model, yet the loop asked for one")
-
-        return FixLoop(sandbox, no_model, route, None, check_workers=workers)
-
-    params = replace(
-        generation_params(settings),
-        max_new_tokens=max_new_tokens or settings.agent.max_new_tokens,
+    """The daemon's fix loop (``compose.build_fix_loop``) over the coefficient versions active in the
+    database, installed the way the daemon installs them (``ServingRuntime.sync``), so this process serves
+    what the daemon would serve for the same input. A database without the schema serves the base model."""
+    snapshot = None
+    if runtime is not None:
+        snapshot = _active_snapshot(settings, runtime, sandbox)
+    return build_fix_loop(
+        runtime,
+        settings,
+        sandbox,
+        snapshot=snapshot,
+        max_new_tokens=max_new_tokens,
         prompt_lookup=prompt_lookup,
+        wrap_generate=wrap_generate,
     )
 
-    generate, sample = model_fns(runtime, params)
-    return FixLoop(sandbox, generate, route, runtime.model_id, sample=sample, check_workers=workers)
+
+def _active_snapshot(settings: Settings, runtime: ModelRuntime, sandbox: Sandbox) -> BankSnapshot | None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from service.db.session import Database
+    from service.serving import ServingRuntime
+
+    db = Database(settings.db_url)
+    try:
+        serving = ServingRuntime(settings, db, sandbox, lambda: runtime)
+        serving.runtime = runtime
+        try:
+            serving.sync()
+        except SQLAlchemyError as exc:
+            print(
+                f"no active coefficient versions read ({type(exc).__name__}): serving the base model",
+                file=sys.stderr,
+            )
+            return None
+        return serving.pinned_snapshot()
+    finally:
+        db.dispose()
 
 
 def _read_text(path: str, what: str) -> str:
@@ -80,41 +99,10 @@ def _read_text(path: str, what: str) -> str:
 
 
 def record_to_result(record: ProblemRecord) -> dict[str, Any]:
-    """The JSON shape shared with ``POST /v1/fix``."""
-    model_attempts = [a for a in record.attempts if a.model_id is not None]
-    last = model_attempts[-1] if model_attempts else None
-    route = None if last is None else {"task": last.route_task, "version": last.route_version}
-    return {
-        "fixed": record.fixed,
-        "verified": record.verified,
-        "status": record.final_status,
-        "code": record.final_code,
-        "diff": unified_diff(record.source, record.final_code),
-        "error_codes": record.error_codes,
-        "remaining_error_codes": record.attempts[-1].error_codes_after
-        if record.attempts
-        else record.error_codes,
-        "steps_to_green": record.steps_to_green,
-        "route": route,
-        "attempts": [
-            {
-                "attempt": a.attempt,
-                "strategy": a.strategy,
-                "verdict": a.verdict,
-                "fixed": a.fixed,
-                "error_codes_before": a.error_codes_before,
-                "error_codes_after": a.error_codes_after,
-                "route_task": a.route_task,
-                "route_version": a.route_version,
-                "note": a.note,
-                "generate_seconds": round(a.generate_seconds, 3),
-                "check_seconds": round(a.check_seconds, 3),
-                "completion_tokens": a.completion_tokens,
-            }
-            for a in record.attempts
-        ],
-        "wall_seconds": round(record.wall_seconds, 3),
-    }
+    """The JSON of ``POST /v1/fix`` (``serving.fix_response``), without an episode: nothing is stored."""
+    from service.serving import fix_response
+
+    return fix_response(record).model_dump()
 
 
 def _fix_via_server(url: str, code: str, mode: str, edition: str, diagnostics: str | None) -> dict[str, Any]:
@@ -147,13 +135,7 @@ def fix_in_process(
     sandbox = build_sandbox(settings)
     runtime = load_runtime(settings)
     loop = build_loop(settings, runtime, sandbox)
-    strategy = Strategy(
-        "fix",
-        max_attempts=settings.agent.max_attempts if max_attempts is None else max_attempts,
-        suggestions_first=settings.agent.suggestions_first,
-        hints=settings.agent.hints,
-        output_format=DEFAULT_OUTPUT_FORMAT,
-    )
+    strategy = serving_strategy(settings, max_attempts)
     problem = Problem(
         "cli", code, mode, edition, None, None, tuple(diagnostics) if diagnostics is not None else None
     )

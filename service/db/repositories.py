@@ -137,9 +137,6 @@ class EpisodeRepository:
         edition: str,
         run_id: int | None = None,
     ) -> Problem:
-        routed = next((a for a in record.attempts if a.route_task is not None), None)
-        route_task = routed.route_task if routed else None
-        route_version = routed.route_version if routed else None
         problem = Problem(
             run_id=run_id,
             origin=origin,
@@ -156,8 +153,8 @@ class EpisodeRepository:
             final_status=record.final_status,
             strategy=record.strategy,
             error_codes=list(record.error_codes),
-            route_task=route_task,
-            route_version=route_version,
+            route_task=record.route_task,
+            route_version=record.route_version,
             wall_seconds=record.wall_seconds,
         )
         for a in record.attempts:

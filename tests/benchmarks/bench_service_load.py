@@ -24,9 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from learner.tiny import save_tiny_model
 from service.api.app import create_app
 from service.app_services import Services
+from tests.helpers import install_version, make_settings, wait_ready
 from tests.live_server import LiveServer
-from tests.test_service_api import make_settings, wait_ready
-from tests.test_service_lifecycle import _install_version
 
 # Routes to the "moves" task (E0382), the task the mid-run promotion installs.
 CODE = 'fn main() { let v = vec![1, 2, 3]; let w = v; println!("{:?} {:?}", v, w); }\n'
@@ -84,7 +83,7 @@ def main() -> int:
             t.start()
         time.sleep(args.seconds / 2)
         promoted_at = time.monotonic() - start
-        _install_version(settings.db_url, tmp)
+        install_version(settings.db_url, tmp)
         for t in threads:
             t.join()
         wall = time.monotonic() - start

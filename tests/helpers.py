@@ -1,0 +1,101 @@
+"""Helpers the test modules share: settings for a throwaway daemon, waiting on its HTTP API, and a real
+promoted Share coefficient version for the tiny model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+
+from learner.share.artifacts import save_bases, save_task_version
+from learner.share.math import LoraSeed, SeedLayer
+from learner.share.phases import phase1
+from learner.tiny import build_tiny_model
+from service.db.repositories import AdapterRepository, BasisRepository, RouteStateRepository
+from service.db.session import Database
+from service.settings import Settings
+
+TOKEN = "test-admin-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def make_settings(tmp: Path, model_dir: Path, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "data_dir": tmp,
+        # One sandbox result cache per test session: the koans' verdicts are the same in every test.
+        "sandbox_cache": tmp.parent / "sandbox-cache",
+        "model": str(model_dir),
+        "admin_token": TOKEN,
+        "scheduler": {"enabled": False},
+        "agent": {"max_attempts": 1, "max_new_tokens": 16, "suggestions_first": True},
+        "limits": {"max_body_bytes": 64 * 1024, "max_code_bytes": 16 * 1024, "queue_size": 32},
+        "night": {
+            "min_examples_per_task": 2,
+            "seed_steps": 2,
+            "generated_examples": 0,
+            "eval_limit": 30,
+            "max_length": 384,
+            "heartbeat_s": 1.0,
+            "tasks": ["moves", "mutability"],
+        },
+        "share": {"train_steps": 2, "lora_rank": 2, "k_cap": 4},
+    }
+    base.update(overrides)
+    return Settings(**base)
+
+
+def wait_ready(client: httpx.Client, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.get("/readyz").status_code == 200:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"server never became ready: {client.get('/readyz').json()}")
+
+
+def wait_run(client: httpx.Client, run_id: int, timeout: float = 600) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.get(f"/admin/runs/{run_id}", headers=AUTH).json()
+        if run["status"] in ("succeeded", "failed"):
+            return run  # type: ignore[no-any-return]
+        time.sleep(0.25)
+    raise AssertionError(f"run {run_id} did not finish")
+
+
+def install_version(db_url: str, tmp: Path) -> tuple[str, int]:
+    """A real basis and one task version for the tiny model's q_proj/v_proj, promoted in SQL."""
+    model, _ = build_tiny_model(0)
+    gen = torch.Generator().manual_seed(0)
+    layers = {}
+    for name, module in model.named_modules():
+        if name.endswith(("q_proj", "v_proj")):
+            n, d = module.weight.shape
+            layers[name] = SeedLayer(
+                a=torch.randn(2, d, generator=gen), b=torch.randn(n, 2, generator=gen), scaling=1.0
+            )
+    result = phase1([LoraSeed("moves", layers)], threshold=1.0, cap=4)
+    basis_path = tmp / "basis.safetensors"
+    basis_id = save_bases(basis_path, result.bases, "tiny")
+    task_path = save_task_version(
+        tmp, task="moves", version=1, coeffs_by_layer=result.coefficients["moves"], basis_id=basis_id
+    )
+    db = Database(db_url)
+    with db.session() as s:
+        BasisRepository(s).add(basis_id, str(basis_path), "tiny", {})
+        repo = AdapterRepository(s)
+        row = repo.add(
+            task="moves",
+            version=1,
+            status="candidate",
+            path=str(task_path),
+            basis_id=basis_id,
+            base_model_id="tiny",
+        )
+        repo.promote(row)
+        RouteStateRepository(s).bump(basis_id=basis_id)
+    db.dispose()
+    return "moves", 1
