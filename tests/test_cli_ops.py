@@ -61,3 +61,31 @@ def test_experiment_parser_stage_names_match_the_runner() -> None:
     from service.experiments.runner import STAGES as runner_stages
 
     assert cli_stages == runner_stages
+
+
+def _one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("HEAVY=")]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1, proc.stderr  # no traceback
+    assert lines[0].startswith("dreamfix: error: ")
+    return lines[0]
+
+
+def test_postgres_scheme_gets_a_one_line_hint_without_the_password() -> None:
+    proc, _ = _dreamfix("db", "upgrade", "--url", "postgres://app:s3cret@127.0.0.1:5432/dreamfix")
+    line = _one_line_error(proc)
+    assert "postgresql+psycopg://app:***@127.0.0.1:5432/dreamfix" in line
+    assert "s3cret" not in proc.stderr + proc.stdout
+
+
+def test_unparsable_database_url_is_a_one_line_error() -> None:
+    line = _one_line_error(_dreamfix("db", "current", "--url", "not a url")[0])
+    assert "cannot parse the database URL" in line
+
+
+def test_unreachable_database_is_a_one_line_error() -> None:
+    # Port 1 on loopback: nothing listens there, the connection is refused at once.
+    proc, _ = _dreamfix("db", "upgrade", "--url", "postgresql+psycopg://postgres:pw@127.0.0.1:1/dreamfix")
+    line = _one_line_error(proc)
+    assert "cannot reach the database" in line and "Connection refused" in line
+    assert "pw@" not in proc.stderr

@@ -25,9 +25,9 @@ MIGRATION_LOCK_KEY = 0x647265616D666978
 def upgrade(url: str, revision: str = "head") -> None:
     """Upgrade the schema. On PostgreSQL the whole upgrade runs under an advisory lock, so replicas starting at once
     migrate one after the other (the later ones find the schema already at head) instead of racing on DDL."""
-    from sqlalchemy.engine import make_url
+    from service.db.session import validate_url
 
-    if make_url(url).get_backend_name() != "postgresql":
+    if validate_url(url).get_backend_name() != "postgresql":
         command.upgrade(alembic_config(url), revision)
         return
     from sqlalchemy import text

@@ -8,10 +8,39 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
+
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+
+
+class DatabaseUrlError(ValueError):
+    """A database URL that cannot name a supported database; the message says what to write instead."""
+
+
+def validate_url(url: str) -> URL:
+    """Parse ``url`` or raise DatabaseUrlError with a one-line reason (the password is never echoed)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseUrlError(
+            "cannot parse the database URL; expected e.g. sqlite:////path/dreamfix.db or "
+            "postgresql+psycopg://user:password@host:5432/dbname"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "postgres":
+        raise DatabaseUrlError(
+            "database URL scheme postgres:// is not understood by SQLAlchemy; write postgresql+psycopg://"
+            + parsed.render_as_string(hide_password=True).split("://", 1)[1]
+        )
+    if backend not in SUPPORTED_BACKENDS:
+        raise DatabaseUrlError(f"unsupported database backend {backend!r}; use sqlite or postgresql+psycopg")
+    return parsed
 
 
 def make_engine(url: str) -> Engine:
+    validate_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
