@@ -25,7 +25,9 @@ def include_object(obj: object, name: str | None, type_: str, reflected: bool, c
 
 
 def _url() -> str:
-    url = config.get_main_option("sqlalchemy.url")
+    # Plain `alembic` reads [tool.alembic] from pyproject.toml and has no ini section: the URL then comes from settings.
+    has_section = config.file_config.has_section(config.config_ini_section)
+    url = config.get_main_option("sqlalchemy.url") if has_section else None
     if url:
         return url
     from service.settings import get_settings

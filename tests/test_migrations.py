@@ -90,3 +90,17 @@ def test_concurrent_upgrades_of_a_fresh_postgres_database_all_succeed(empty_post
         assert "apscheduler_jobs" in inspect(engine).get_table_names()
     finally:
         engine.dispose()
+
+
+def test_plain_alembic_cli_from_the_repository_checks_clean(db_url: str) -> None:
+    # [tool.alembic] in pyproject.toml; no alembic.ini. The URL comes from DREAMFIX_DATABASE_URL.
+    proc = subprocess.run(
+        [sys.executable, "-m", "alembic", "check"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "DREAMFIX_DATABASE_URL": db_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "No new upgrade operations detected" in proc.stdout + proc.stderr
