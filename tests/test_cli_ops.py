@@ -116,3 +116,10 @@ def test_wait_for_database_returns_at_once_when_reachable(db_url: str) -> None:
     from service.db.session import wait_for_database
 
     assert wait_for_database(db_url, timeout_s=5.0) == 1
+
+
+def test_rollback_of_an_unknown_task_is_a_one_line_error(tmp_path: Path) -> None:
+    env = {"DREAMFIX_DATABASE_URL": f"sqlite:///{tmp_path}/dreamfix.db", "DREAMFIX_DATA_DIR": str(tmp_path)}
+    assert _dreamfix("db", "upgrade", env=env)[0].returncode == 0
+    line = _one_line_error(_dreamfix("adapters", "rollback", "no-such-task", env=env)[0])
+    assert "no adapter versions for task 'no-such-task'" in line
