@@ -104,6 +104,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default_factory=_default_data_dir)
     database_url: str | None = None
+    # How long `dreamfix serve` waits for an unreachable database at start (retrying with backoff) before failing.
+    database_wait_s: float = Field(default=30.0, ge=0.0)
     model: str = "qwen2.5-coder-0.5b-instruct"
     model_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     #: ``auto``: int8 linear layers on CPU (learner/quant.py; ~4× the float32 decode speed, docs/runtime.md),

@@ -79,16 +79,19 @@ def _export(args: argparse.Namespace) -> int:
         basis_path, task_path = basis.path, row.path
     bases = load_bases(basis_path)
     tv = load_task_version(task_path, expect_basis_id=bases.basis_id)
-    folder = export_peft(
-        Path(args.out),
-        task=tv.task,
-        version=tv.version,
-        bases=bases.bases,
-        coeffs_by_layer=tv.coeffs,
-        base_model_id=tv.base_model_id,
-        basis_id=bases.basis_id,
-        overwrite=args.force,
-    )
+    try:
+        folder = export_peft(
+            Path(args.out),
+            task=tv.task,
+            version=tv.version,
+            bases=bases.bases,
+            coeffs_by_layer=tv.coeffs,
+            base_model_id=tv.base_model_id,
+            basis_id=bases.basis_id,
+            overwrite=args.force,
+        )
+    except FileExistsError:
+        raise CliError(f"{args.out} already exists; pass --force to replace it") from None
     print(folder)
     return 0
 

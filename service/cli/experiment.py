@@ -163,9 +163,12 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from service.experiments.runner import STAGES
+# The runner's stage names, spelled here so that building the parser does not import the runner (and torch);
+# tests/test_cli_ops.py pins that this tuple equals service.experiments.runner.STAGES.
+STAGES = ("seeds", "strategies", "heatmap", "sequential", "subspace", "sweep")
 
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "experiment",
         help="Share experiments: strategies, forgetting heatmap, sequential learning, subspace, sweeps",

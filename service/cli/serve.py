@@ -23,6 +23,9 @@ def _serve(args: argparse.Namespace) -> int:
         settings = settings.model_copy(
             update={"scheduler": settings.scheduler.model_copy(update={"enabled": False})}
         )
+    from service.db.session import wait_for_database
+
+    wait_for_database(settings.db_url, settings.database_wait_s, log)
     try:
         services = Services.build(settings)
     except CompositionError as exc:

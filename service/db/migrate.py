@@ -18,8 +18,38 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+# Key of the PostgreSQL session-level advisory lock held while migrating ("dreamfix" as an int64).
+MIGRATION_LOCK_KEY = 0x647265616D666978
+
+
 def upgrade(url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
+    """Upgrade the schema. On PostgreSQL the whole upgrade runs under an advisory lock, so replicas starting at once
+    migrate one after the other (the later ones find the schema already at head) instead of racing on DDL."""
+    from service.db.session import validate_url
+
+    if validate_url(url).get_backend_name() != "postgresql":
+        command.upgrade(alembic_config(url), revision)
+        return
+    from sqlalchemy import text
+
+    from service.db.session import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            conn.commit()
+            try:
+                cfg = alembic_config(url)
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+                conn.commit()
+            finally:
+                conn.rollback()
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+                conn.commit()
+    finally:
+        engine.dispose()
 
 
 def downgrade(url: str, revision: str) -> None:

@@ -264,7 +264,10 @@ class AdapterRepository:
 
     def rollback(self, task: str, to_version: int | None = None) -> AdapterVersion | None:
         """Reactivate ``to_version`` (default: the previously promoted one); with none left, the task goes
-        back to the base model. Returns the now-active version or None."""
+        back to the base model. Returns the now-active version or None. A task with no versions at all is a
+        LookupError (most likely a typo), not a silent no-op."""
+        if not self.versions(task):
+            raise LookupError(f"no adapter versions for task {task!r} (see `dreamfix adapters list`)")
         current = self.active_for(task)
         if to_version is None:
             candidates = [
