@@ -108,7 +108,10 @@ class Services:
 
     def rollback(self, task: str, version: int | None) -> int | None:
         with self.db.session() as s:
-            row = AdapterRepository(s).rollback(task, version)
+            repo = AdapterRepository(s)
+            if not list(repo.versions(task)):
+                raise LookupError(f"no adapter versions for task {task!r}")
+            row = repo.rollback(task, version)
             active = row.version if row is not None else None
         self.serving.sync()
         if active is None:
