@@ -49,7 +49,7 @@ UID_SPAN = 90_000_000
 _TOOLCHAIN = "/opt/rust"
 _WORK = "/work"
 _JAIL_PATH = "/usr/bin"
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"  # 2: test output lists every test by name (the judge reads it)
 _CACHEABLE = ("ok", "compile_error", "test_failed")
 
 
@@ -598,7 +598,9 @@ class Sandbox:
     def _run_tests(self, workdir: Path, uid: int) -> CheckResult:
         binary = f"{_WORK}/test-bin" if self.jailed else str(workdir / "test-bin")
         cap = self.config.max_output_bytes
-        command = self._command(workdir, [binary, "--color", "never", "-q"], uid, writable=False)
+        command = self._command(
+            workdir, [binary, "--color", "never", "--format", "pretty"], uid, writable=False
+        )
         proc = self._spawn(command, workdir, uid, cap)
         output = (proc.stdout + proc.stderr).decode("utf-8", "replace")[:cap]
         failure = self._classify(proc, output, [], "the test binary")
