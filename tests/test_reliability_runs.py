@@ -3,12 +3,19 @@ database migrated by Alembic, with run bodies that block until released."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from service.db import migrate
+from service.db.models import Lease
+from service.db.repositories import NightLock
 from service.db.session import Database
 from service.jobs import JobRunner, RunConflict, RunContext
 from service.settings import Settings
@@ -44,4 +51,38 @@ def test_at_most_one_queued_run_per_kind(tmp_path: Path) -> None:
     finally:
         release.set()
         jobs.shutdown()
+        db.dispose()
+
+
+def test_a_night_lease_left_by_a_dead_process_is_taken_over_at_once(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, scheduler={"enabled": False})
+    migrate.upgrade(settings.db_url)
+    db = Database(settings.db_url)
+    # A real process that held the lease and was killed: its pid is gone, its lease row 30 minutes ahead.
+    dead = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead.kill()
+    dead.wait()
+    with db.session() as s:
+        s.add(
+            Lease(
+                name="night",
+                holder=f"{socket.gethostname()}:{dead.pid}",
+                expires_at=datetime.now(UTC) + timedelta(minutes=30),
+            )
+        )
+    lock = NightLock(db)
+    try:
+        assert lock.acquire()
+        # A live holder on this host (this test's parent process) still keeps it.
+        lock.release()
+        with db.session() as s:
+            s.add(
+                Lease(
+                    name="night",
+                    holder=f"{socket.gethostname()}:{os.getppid()}",
+                    expires_at=datetime.now(UTC) + timedelta(minutes=30),
+                )
+            )
+        assert not NightLock(db).acquire()
+    finally:
         db.dispose()
