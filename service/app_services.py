@@ -79,6 +79,9 @@ class Services:
 
     def start(self) -> None:
         self.jobs.recover()
+        sweep = getattr(self.serving.sandbox, "sweep_stale_workdirs", None)
+        if sweep is not None:
+            sweep()
         self._spawn(self._load_model, "model-load")
         self._spawn(self._sync_loop, "route-sync")
         if self.scheduler is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.sandbox import Sandbox, SandboxConfig
 from service.db import migrate
 from service.db.models import Lease
 from service.db.repositories import NightLock
@@ -86,3 +87,24 @@ def test_a_night_lease_left_by_a_dead_process_is_taken_over_at_once(tmp_path: Pa
         assert not NightLock(db).acquire()
     finally:
         db.dispose()
+
+
+def test_stale_sandbox_work_dirs_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    root = tmp_path / "work"
+    root.mkdir()
+    left = root / f"dreamfix-sbx-{dead.pid}-abc123"
+    (left / "src").mkdir(parents=True)
+    (left / "src" / "main.rs").write_text("fn main() {}\n")
+    legacy = root / "dreamfix-sbx-q1w2e3"
+    legacy.mkdir()
+    os.utime(legacy, (0, 0))
+    mine = root / f"dreamfix-sbx-{os.getpid()}-live"
+    mine.mkdir()
+    sandbox = Sandbox(SandboxConfig(work_root=root))
+    # A real check names its dir after this process and removes it afterwards.
+    assert sandbox.check("fn main() {}\n").ok
+    removed = sandbox.sweep_stale_workdirs()
+    assert sorted(removed) == sorted([left, legacy])
+    assert [p.name for p in root.iterdir()] == [mine.name]
