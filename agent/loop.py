@@ -341,7 +341,14 @@ class FixLoop:
 
     # ------------------------------------------------------------------------------------------- the run
 
-    def run(self, problems: Sequence[Problem], strategy: Strategy) -> list[ProblemRecord]:
+    def run(
+        self,
+        problems: Sequence[Problem],
+        strategy: Strategy,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[ProblemRecord]:
+        """``should_stop`` (the service's deadline / client-gone check) is asked before every model round:
+        when it says stop, the open problems close with the attempts made so far."""
         t0 = time.monotonic()
         ids = [p.id for p in problems]
         if len(set(ids)) != len(ids):
@@ -351,7 +358,7 @@ class FixLoop:
             self._suggestion_pass([s for s in states if not s.done], t0)
         for _ in range(strategy.max_attempts):
             open_states = [s for s in states if not s.done]
-            if not open_states:
+            if not open_states or (should_stop is not None and should_stop()):
                 break
             self._model_round(open_states, strategy, t0)
         for state in states:

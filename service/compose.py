@@ -122,6 +122,7 @@ def build_fix_loop(
     max_new_tokens: int | None = None,
     prompt_lookup: bool | None = None,
     wrap_generate: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+    deadline: float | None = None,
 ) -> FixLoop:
     """THE fix loop, for the daemon's requests, the day job, the night's sampling and gate, ``dreamfix fix``
     and ``dreamfix eval``: greedy + sampled generation over ``runtime`` and routes read from ``snapshot``
@@ -142,5 +143,7 @@ def build_fix_loop(
         params = replace(params, max_new_tokens=max_new_tokens)
     if prompt_lookup is not None:
         params = replace(params, prompt_lookup=prompt_lookup)
+    if deadline is not None:  # a time.monotonic() instant: decoding stops there (the request's budget)
+        params = replace(params, deadline=deadline)
     generate, sample = model_fns(runtime, params, snapshot)
     return FixLoop(sandbox, wrap(generate), route, runtime.model_id, sample=sample, check_workers=workers)

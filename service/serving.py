@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agent.diagnostics import error_codes, parse_client_output
-from agent.loop import FixLoop
+from agent.loop import FixLoop, Strategy
 from agent.problems import Problem
 from agent.sandbox import Sandbox
 from router import TaskRouter
@@ -150,21 +150,60 @@ class ServingRuntime:
         return dict(self.bank.snapshot().versions)
 
     # ------------------------------------------------------------------ requests
-    def make_loop(self, snapshot: BankSnapshot | None) -> FixLoop:
+    def make_loop(self, snapshot: BankSnapshot | None, deadline: float | None = None) -> FixLoop:
         assert self.runtime is not None
         return build_fix_loop(
-            self.runtime, self.settings, self.sandbox, snapshot=snapshot, router=self.router
+            self.runtime,
+            self.settings,
+            self.sandbox,
+            snapshot=snapshot,
+            router=self.router,
+            deadline=deadline,
         )
 
     def pinned_snapshot(self) -> BankSnapshot | None:
         return self.bank.snapshot() if self.bank is not None else None
 
-    def fix(self, req: FixRequest) -> dict[str, Any]:
-        """Run the fix loop on one client request (in a worker thread) and persist its episode."""
+    def fix(
+        self,
+        req: FixRequest,
+        deadline: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> dict[str, Any]:
+        """Run the fix loop on one client request (in a worker thread) and persist its episode.
+        ``deadline`` (a ``time.monotonic()`` instant) stops decoding and further rounds; ``should_stop``
+        (the client went away) stops further rounds. Either way the attempts so far are kept."""
         if self.runtime is None:
             raise RuntimeError("model not loaded")
+
+        def stop() -> bool:
+            late = deadline is not None and time.monotonic() >= deadline
+            return late or (should_stop is not None and should_stop())
+
+        problem = self._problem(req)
+        snapshot = self.pinned_snapshot()
+        strategy = serving_strategy(self.settings, req.max_attempts, req.hints)
+        record = self.make_loop(snapshot, deadline).run([problem], strategy, should_stop=stop)[0]
+        return self._answer(req, problem, record)
+
+    def fix_without_model(self, req: FixRequest) -> dict[str, Any] | None:
+        """The fast lane: the check and rustc's suggestion pass, no model. The answer when that settles the
+        request (already compiles, fixed by suggestions, or nothing to repair); None when it needs the model."""
+        if not self.settings.agent.suggestions_first:
+            return None
+        problem = self._problem(req)
+        strategy = Strategy("serve-suggestions", max_attempts=0, suggestions_first=True)
+        loop = build_fix_loop(
+            None, self.settings, self.sandbox, snapshot=self.pinned_snapshot(), router=self.router
+        )
+        record = loop.run([problem], strategy)[0]
+        if not record.fixed and record.final_status in ("unfixed", "unverified"):
+            return None
+        return self._answer(req, problem, record)
+
+    def _problem(self, req: FixRequest) -> Problem:
         client_diags = parse_client_output(req.diagnostics) if req.diagnostics else None
-        problem = Problem(
+        return Problem(
             id=f"req-{uuid.uuid4().hex[:12]}",
             source=req.code,
             mode=req.mode,
@@ -173,9 +212,8 @@ class ServingRuntime:
             family=None,
             client_diagnostics=tuple(client_diags) if client_diags else None,
         )
-        snapshot = self.pinned_snapshot()
-        strategy = serving_strategy(self.settings, req.max_attempts, req.hints)
-        record = self.make_loop(snapshot).run([problem], strategy)[0]
+
+    def _answer(self, req: FixRequest, problem: Problem, record: ProblemRecord) -> dict[str, Any]:
         with self.db.session() as s:
             row = EpisodeRepository(s).save(
                 record, origin="client", problem_ref=problem.id, mode=req.mode, edition=req.edition

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from prometheus_client import generate_latest
@@ -24,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.api import schemas
 from service.db.repositories import AdapterRepository, EpisodeRepository, MetricRepository, RunRepository
 from service.jobs import RunConflict
-from service.workqueue import QueueFull
+from service.workqueue import DeadlineExceeded, QueueFull
 
 if TYPE_CHECKING:
     from service.app_services import Services
@@ -303,9 +305,14 @@ def create_app(services: Services) -> FastAPI:
     @app.post(
         "/v1/fix",
         response_model=schemas.FixResponse,
-        responses={413: {"model": schemas.ErrorBody}, 429: {"model": schemas.ErrorBody}},
+        responses={
+            413: {"model": schemas.ErrorBody},
+            429: {"model": schemas.ErrorBody},
+            503: {"model": schemas.ErrorBody},
+            504: {"model": schemas.ErrorBody},
+        },
     )
-    async def fix(body: schemas.FixRequest) -> dict[str, Any]:
+    async def fix(body: schemas.FixRequest, request: Request) -> Any:
         _check_code_size(body.code)
         if body.diagnostics and len(body.diagnostics) > settings.limits.max_code_bytes:
             raise HTTPException(413, "diagnostics text over the size limit")
@@ -315,16 +322,56 @@ def create_app(services: Services) -> FastAPI:
                 if not services.serving.model_error
                 else services.serving.model_error
             )
-        future = services.queue.submit(lambda: services.serving.fix(body))
-        metrics.queue_depth.set(services.queue.depth)
-        try:
-            result: dict[str, Any] = await asyncio.wait_for(
-                asyncio.wrap_future(future), timeout=settings.limits.request_timeout_s
-            )
-        except TimeoutError:
-            raise HTTPException(504, "the fix took longer than the request time limit") from None
+        deadline = time.monotonic() + settings.limits.request_timeout_s
+        # The fast lane: what the check and rustc's suggestions settle never waits behind model work.
+        quick = await run_in_threadpool(services.serving.fix_without_model, body)
+        if quick is not None:
+            metrics.observe_fix(quick["fixed"], quick["verified"])
+            return quick
+        result = await _run_model_job(body, request, deadline)
+        if isinstance(result, JSONResponse):
+            return result
+        if not result["fixed"] and time.monotonic() >= deadline:
+            return _timed_out(result["attempts"], result.get("episode_id"))
         metrics.observe_fix(result["fixed"], result["verified"])
         return result
+
+    def _timed_out(attempts: list[Any], episode_id: int | None = None) -> JSONResponse:
+        limit = settings.limits.request_timeout_s
+        detail = {"attempts": jsonable_encoder(attempts), "episode_id": episode_id}
+        return _error(504, f"the fix took longer than the request time limit ({limit:g}s)", detail)
+
+    async def _run_model_job(
+        body: schemas.FixRequest, request: Request, deadline: float
+    ) -> dict[str, Any] | JSONResponse:
+        """Queue the model job with the request's deadline; stop it when the client goes away."""
+        gone = threading.Event()
+        future = services.queue.submit(
+            lambda: services.serving.fix(body, deadline=deadline, should_stop=gone.is_set), deadline=deadline
+        )
+        metrics.queue_depth.set(services.queue.depth)
+        waiter = asyncio.wrap_future(future)
+        # The job stops itself at the deadline and answers with its attempts; the grace covers a last check.
+        grace = min(5.0, settings.limits.request_timeout_s / 4)
+        try:
+            while True:
+                done, _ = await asyncio.wait({waiter}, timeout=0.2)
+                if done:
+                    break
+                if await request.is_disconnected():
+                    gone.set()
+                    future.cancel()
+                    return _error(499, "the client closed the connection")
+                if time.monotonic() >= deadline + grace:
+                    gone.set()
+                    future.cancel()
+                    return _timed_out([])
+        finally:
+            metrics.queue_depth.set(services.queue.depth)
+        try:
+            return waiter.result()
+        except DeadlineExceeded:
+            return _timed_out([])
 
     # ------------------------------------------------------------ admin
     admin = [Depends(require_admin)]

@@ -1,0 +1,151 @@
+"""Issue 17, admission: suggestion-settled fixes never wait behind model work, cancelled and timed-out jobs
+leave the queue and its gauge, Retry-After comes from the measured job time and is capped, a job past its
+deadline stops decoding (``GenerationParams.deadline``) and the 504 carries the attempts made so far."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.api.app import create_app
+from service.app_services import Services
+from service.workqueue import DeadlineExceeded, QueueFull, WorkQueue
+from tests.helpers import make_settings, wait_ready
+from tests.live_server import LiveServer
+
+NEEDS_MUT = 'fn main() {\n    let count = 1;\n    count = 2;\n    println!("{count}");\n}\n'
+NEEDS_MODEL = 'fn main() {\n    let total = undefined_helper(3);\n    println!("{total}");\n}\n'
+
+
+def _block(queue: WorkQueue) -> threading.Event:
+    """Occupy every worker until the returned event is set."""
+    release = threading.Event()
+    for _ in range(queue.workers):
+        queue.submit(lambda: release.wait(60))
+    deadline = time.monotonic() + 5
+    while queue.depth < queue.workers or queue._busy < queue.workers:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return release
+
+
+def test_cancelled_job_leaves_the_depth_at_once() -> None:
+    q = WorkQueue(capacity=4, workers=1, name="t")
+    release = _block(q)
+    try:
+        waiting = q.submit(lambda: "never")
+        assert q.depth == 2
+        assert waiting.cancel()
+        assert q.depth == 1  # the running blocker only
+    finally:
+        release.set()
+        q.shutdown()
+
+
+def test_retry_after_is_measured_and_capped() -> None:
+    q = WorkQueue(capacity=20, workers=1, name="t", retry_cap_s=3, initial_job_s=0.01)
+    q.submit(lambda: time.sleep(0.4)).result()
+    assert 0.35 < q.seconds_per_job < 1.0
+    release = _block(q)
+    try:
+        for _ in range(2):
+            q.submit(lambda: None)
+        assert q.retry_after() == 2  # ceil(~0.4 s × 3 jobs ahead)
+        for _ in range(10):
+            q.submit(lambda: None)
+        assert q.retry_after() == 3  # capped
+        # A request whose deadline the queue ahead would outlast is refused up front, with that Retry-After.
+        with pytest.raises(QueueFull) as refused:
+            q.submit(lambda: None, deadline=time.monotonic() + 1.0)
+        assert refused.value.retry_after_s == 3
+    finally:
+        release.set()
+        q.shutdown()
+
+
+def test_a_job_whose_deadline_passed_in_the_queue_never_runs() -> None:
+    q = WorkQueue(capacity=4, workers=1, name="t")
+    release = _block(q)
+    ran = threading.Event()
+    late = q.submit(ran.set, deadline=time.monotonic() + 0.05)
+    time.sleep(0.1)
+    release.set()
+    with pytest.raises(DeadlineExceeded):
+        late.result(timeout=10)
+    assert not ran.is_set()
+    q.shutdown()
+
+
+@pytest.fixture(scope="module")
+def live(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
+) -> Iterator[tuple[httpx.Client, Services]]:
+    settings = make_settings(
+        tmp_path_factory.mktemp("adm"),
+        tiny_model_dir,
+        agent={"max_attempts": 8, "max_new_tokens": 400, "suggestions_first": True},
+        limits={
+            "max_body_bytes": 64 * 1024,
+            "max_code_bytes": 16 * 1024,
+            "queue_size": 8,
+            "request_timeout_s": 2.0,
+        },
+    )
+    services = Services.build(settings)
+    with LiveServer(create_app(services)) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        wait_ready(client)
+        yield client, services
+
+
+def test_suggestion_fix_answers_while_the_model_worker_is_busy(live: tuple[httpx.Client, Services]) -> None:
+    client, services = live
+    release = _block(services.queue)
+    try:
+        started = time.monotonic()
+        r = client.post("/v1/fix", json={"code": NEEDS_MUT}, timeout=10)
+        assert r.status_code == 200, r.text
+        assert r.json()["fixed"] and "let mut count" in r.json()["code"]
+        assert [a["strategy"] for a in r.json()["attempts"]] == ["suggestions"]
+        assert time.monotonic() - started < 5
+        assert services.queue.depth == 1  # never queued behind the blocker
+    finally:
+        release.set()
+
+
+def test_a_timed_out_queued_fix_leaves_the_queue_and_the_gauge(live: tuple[httpx.Client, Services]) -> None:
+    client, services = live
+    release = _block(services.queue)
+    try:
+        r = client.post("/v1/fix", json={"code": NEEDS_MODEL}, timeout=30)
+        assert r.status_code == 504, r.text
+        assert r.json()["detail"]["attempts"] == []
+        assert "request time limit" in r.json()["error"]
+        assert services.queue.depth == 1
+        gauge = [
+            ln for ln in client.get("/metrics").text.splitlines() if ln.startswith("dreamfix_queue_depth")
+        ]
+        assert gauge and float(gauge[0].split()[-1]) == 1.0
+    finally:
+        release.set()
+
+
+def test_the_deadline_stops_decoding_and_the_504_returns_the_attempts_so_far(
+    live: tuple[httpx.Client, Services],
+) -> None:
+    client, services = live
+    started = time.monotonic()
+    r = client.post("/v1/fix", json={"code": NEEDS_MODEL, "max_attempts": 8}, timeout=60)
+    took = time.monotonic() - started
+    if r.status_code == 200:
+        pytest.fail(f"the tiny model finished 8 attempts of 400 tokens within 2s: {r.json()['status']}")
+    assert r.status_code == 504, r.text
+    detail = r.json()["detail"]
+    assert detail["attempts"], "the attempts made before the deadline are returned"
+    assert detail["episode_id"] is not None
+    assert took < 2.0 + 1.5  # the job stopped itself at the deadline (plus one check), not after 8 rounds
+    assert services.queue.depth == 0
