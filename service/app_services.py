@@ -38,6 +38,8 @@ class Services:
     jobs: JobRunner
     metrics: ServiceMetrics
     scheduler: DreamScheduler | None = None
+    #: /v1/check and the fix fast lane: apart from the model queue, so neither waits behind the other.
+    check_queue: WorkQueue | None = None
     sync_interval_s: float = 5.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -71,6 +73,12 @@ class Services:
             queue=WorkQueue(settings.limits.queue_size, settings.limits.workers, "fix"),
             jobs=jobs,
             metrics=ServiceMetrics(),
+            check_queue=WorkQueue(
+                settings.limits.check_queue_size,
+                settings.limits.check_workers,
+                "check",
+                initial_job_s=1.0,
+            ),
         )
         serving.on_swap = services._on_swap
         if settings.scheduler.enabled:
@@ -126,5 +134,7 @@ class Services:
         if self.scheduler is not None:
             self.scheduler.stop()
         self.queue.shutdown()
+        if self.check_queue is not None:
+            self.check_queue.shutdown()
         self.jobs.shutdown()
         self.db.dispose()

@@ -54,6 +54,11 @@ class LimitSettings(BaseModel):
     queue_size: int = 16
     workers: int = 1
     request_timeout_s: float = 300.0
+    #: /v1/check (and the fix fast lane) run in their own bounded lane: 429 beyond it, and a wall limit
+    #: that counts the time spent waiting in it.
+    check_queue_size: int = 32
+    check_workers: int = 2
+    check_timeout_s: float = 60.0
 
 
 class SchedulerSettings(BaseModel):

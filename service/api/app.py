@@ -297,10 +297,37 @@ def create_app(services: Services) -> FastAPI:
         if size > settings.limits.max_code_bytes:
             raise HTTPException(413, f"code is {size} bytes; the limit is {settings.limits.max_code_bytes}")
 
-    @app.post("/v1/check", response_model=schemas.CheckResponse)
+    async def _in_check_lane(fn: Any, deadline: float) -> Any:
+        """Run ``fn`` in the check lane (bounded: 429 when full) within ``deadline``, waiting included."""
+        lane = services.check_queue
+        if lane is None:
+            return await run_in_threadpool(fn)
+        future = lane.submit(fn, deadline=deadline)
+        try:
+            return await asyncio.wait_for(
+                asyncio.wrap_future(future), timeout=max(0.0, deadline - time.monotonic())
+            )
+        except (TimeoutError, DeadlineExceeded):
+            future.cancel()
+            limit = settings.limits.check_timeout_s
+            raise HTTPException(
+                504, f"the check took longer than its {limit:g}s limit (waiting included)"
+            ) from None
+
+    @app.post(
+        "/v1/check",
+        response_model=schemas.CheckResponse,
+        responses={
+            413: {"model": schemas.ErrorBody},
+            429: {"model": schemas.ErrorBody},
+            504: {"model": schemas.ErrorBody},
+        },
+    )
     async def check(body: schemas.CheckRequest) -> dict[str, Any]:
         _check_code_size(body.code)
-        return await run_in_threadpool(services.serving.check, body)
+        deadline = time.monotonic() + settings.limits.check_timeout_s
+        result: dict[str, Any] = await _in_check_lane(lambda: services.serving.check(body), deadline)
+        return result
 
     @app.post(
         "/v1/fix",
@@ -324,7 +351,8 @@ def create_app(services: Services) -> FastAPI:
             )
         deadline = time.monotonic() + settings.limits.request_timeout_s
         # The fast lane: what the check and rustc's suggestions settle never waits behind model work.
-        quick = await run_in_threadpool(services.serving.fix_without_model, body)
+        fast_deadline = min(deadline, time.monotonic() + settings.limits.check_timeout_s)
+        quick = await _in_check_lane(lambda: services.serving.fix_without_model(body), fast_deadline)
         if quick is not None:
             metrics.observe_fix(quick["fixed"], quick["verified"])
             return quick
