@@ -92,6 +92,7 @@ class Services:
             sweep()
         self._spawn(self._load_model, "model-load")
         self._spawn(self._sync_loop, "route-sync")
+        self._spawn(self._sweep_loop, "run-sweep")
         if self.scheduler is not None:
             self.scheduler.start()
 
@@ -111,6 +112,14 @@ class Services:
                 self.serving.sync()
             except Exception:
                 log.warning("route sync failed; retrying", exc_info=True)
+
+    def _sweep_loop(self) -> None:
+        """Runs of processes that died after this one started are failed within a sweep interval."""
+        while not self._stop.wait(self.jobs.sweep_interval_s):
+            try:
+                self.jobs.sweep()
+            except Exception:
+                log.warning("run sweep failed; retrying", exc_info=True)
 
     def _on_swap(self, versions: dict[str, int]) -> None:
         self.metrics.route_epoch.set(self.serving.epoch)

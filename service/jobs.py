@@ -60,6 +60,18 @@ class JobRunner:
             log.warning("marked abandoned runs as failed: %s", failed)
         return failed
 
+    def sweep(self) -> list[int]:
+        """Periodically: heartbeat this process's queued runs, then fail the runs of processes that are gone
+        (queued or running, owner-less or not), as ``recover`` does at start-up."""
+        mine = [run_id for run_id, fut in self.futures.items() if not fut.done()]
+        with self.db.session() as s:
+            RunRepository(s).touch_queued(mine)
+        return self.recover()
+
+    @property
+    def sweep_interval_s(self) -> float:
+        return max(1.0, 2 * self.settings.night.heartbeat_s)
+
     def trigger(self, kind: str, trigger: str) -> int:
         if kind not in self.bodies:
             raise ValueError(f"unknown run kind {kind!r}; expected one of {sorted(self.bodies)}")
@@ -120,3 +132,10 @@ class JobRunner:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for body in self.bodies.values():
+            release = getattr(body, "release_lease", None)
+            if release is not None:  # the night's lease goes with the process, not after its TTL
+                try:
+                    release()
+                except Exception:
+                    log.warning("releasing the night lease at shutdown failed", exc_info=True)

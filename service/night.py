@@ -259,9 +259,17 @@ class Night:
         lock = NightLock(self.db)
         if not lock.acquire():
             raise RunConflict("another replica holds the night lock")
+        self._lease = lock
         try:
             return self._night(ctx, lock)
         finally:
+            self._lease = None
+            lock.release()
+
+    def release_lease(self) -> None:
+        """At shutdown: give the lease back now, so a replica (or this daemon restarted) may run a night."""
+        lock = getattr(self, "_lease", None)
+        if lock is not None:
             lock.release()
 
     def _night(self, ctx: RunContext, lock: Any) -> dict[str, Any]:

@@ -8,8 +8,10 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,3 +110,71 @@ def test_stale_sandbox_work_dirs_are_swept_and_live_ones_kept(tmp_path: Path) ->
     removed = sandbox.sweep_stale_workdirs()
     assert sorted(removed) == sorted([left, legacy])
     assert [p.name for p in root.iterdir()] == [mine.name]
+
+
+def test_a_running_night_gives_its_lease_back_at_shutdown(tmp_path: Path) -> None:
+    from service.night import Night
+
+    settings = Settings(data_dir=tmp_path, scheduler={"enabled": False})
+    migrate.upgrade(settings.db_url)
+    db = Database(settings.db_url)
+    loading = threading.Event()
+    release = threading.Event()
+
+    def slow_model() -> Any:  # the night's private model load, held open until the test is done
+        loading.set()
+        release.wait(30)
+        raise RuntimeError("model load abandoned by the test")
+
+    night = Night(settings, db, Sandbox(SandboxConfig(work_root=tmp_path / "work")), slow_model)
+    jobs = JobRunner(settings, db, {"night": night})
+    try:
+        run_id = jobs.trigger("night", "test")
+        assert loading.wait(30)  # the night holds its lease and is loading its model
+        with db.session() as s:
+            assert s.get(Lease, "night") is not None
+        jobs.shutdown()
+        with db.session() as s:
+            assert s.get(Lease, "night") is None
+    finally:
+        release.set()
+        jobs.futures[run_id].exception(timeout=30)
+        db.dispose()
+
+
+def test_the_periodic_sweep_fails_queued_runs_of_dead_processes(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from service.app_services import Services
+    from service.db.models import Run
+    from tests.helpers import make_settings
+
+    settings = make_settings(tmp_path, tiny_model_dir, night={"heartbeat_s": 0.5})
+    services = Services.build(settings)
+    services.start()
+    try:
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        # Rows left after start-up: a queued run of a process that is gone, and one of a live process.
+        with services.db.session() as s:
+            gone = Run(
+                kind="night", trigger="admin", status="queued", owner=f"{socket.gethostname()}:{dead.pid}"
+            )
+            alive = Run(
+                kind="day", trigger="admin", status="queued", owner=f"{socket.gethostname()}:{os.getppid()}"
+            )
+            s.add_all([gone, alive])
+            s.flush()
+            gone_id, alive_id = gone.id, alive.id
+        deadline = time.monotonic() + 10
+        while True:
+            with services.db.session() as s:
+                status = s.get(Run, gone_id).status  # type: ignore[union-attr]
+            if status == "failed" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert status == "failed"
+        with services.db.session() as s:
+            run = s.get(Run, gone_id)
+            assert run is not None and "abandoned" in (run.error or "")
+            assert s.get(Run, alive_id).status == "queued"  # type: ignore[union-attr]
+    finally:
+        services.stop()

@@ -46,7 +46,17 @@ class RunRepository:
         self.s = session
 
     def create(self, kind: str, trigger: str, status: str = "queued") -> Run:
-        run = Run(kind=kind, trigger=trigger, status=status, log="", summary={})
+        # Owned from the start: a queued run of a live process is never swept, one of a dead process is.
+        now = _now()
+        run = Run(
+            kind=kind,
+            trigger=trigger,
+            status=status,
+            log="",
+            summary={},
+            owner=process_identity(),
+            heartbeat_at=now,
+        )
         self.s.add(run)
         self.s.flush()
         return run
@@ -86,6 +96,13 @@ class RunRepository:
         if kind:
             q = q.where(Run.kind == kind)
         return self.s.scalars(q).all()
+
+    def touch_queued(self, run_ids: list[int]) -> None:
+        """Heartbeat for runs this process has queued (they wait behind its running one)."""
+        if run_ids:
+            self.s.execute(
+                update(Run).where(Run.id.in_(run_ids), Run.status == "queued").values(heartbeat_at=_now())
+            )
 
     def fail_abandoned(self, stale_after: timedelta) -> list[int]:
         """Mark runs left queued/running by a process that is gone as failed; returns their ids.
