@@ -278,6 +278,7 @@ class Sandbox:
         self._drop_uid = self._root
         self.jailed = False
         self._jail_prefix: list[str] | None = None
+        self._run_prefix: list[str] = []
         self._tmpfs_size: list[str] = []
         self._no_jail_reason = "jail='none'"
         if cfg.jail == "bwrap":
@@ -365,10 +366,14 @@ class Sandbox:
             argv += ["--perms", "0755", "--dir", parent]
         for host, target in sorted(binds.items(), key=lambda item: item[1].count("/")):
             argv += ["--ro-bind", host, target]
-        argv += ["--symlink", "usr/lib", "/lib", "--dev", "/dev", "--proc", "/proc"]
-        # The pid namespace's /proc is needed (rust-lld finds itself through /proc/self/exe); hide what it
-        # would still tell about the host.
-        for leak in ("/proc/cmdline", "/proc/version"):
+        argv += ["--symlink", "usr/lib", "/lib", "--dev", "/dev"]
+        # The program under test runs with no procfs at all: /proc/<pid>/cmdline of the jail's init (bwrap's
+        # argv) and every /proc/<pid>/mountinfo name host paths (the toolchain's, the work dir's).
+        self._run_prefix = [*argv, "--perms", "0555", "--dir", "/proc"]
+        # The compiler needs the pid namespace's /proc (rustc and rust-lld find themselves through
+        # /proc/self/exe); hide what it would still tell about the host, the init's argv included.
+        argv += ["--proc", "/proc"]
+        for leak in ("/proc/cmdline", "/proc/version", "/proc/1/cmdline"):
             argv += ["--ro-bind", "/dev/null", leak]
         return argv
 
@@ -422,7 +427,8 @@ class Sandbox:
                 "/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
             ]  # fmt: skip
-        return limits + self._jail_prefix + tmp + mounts + drop + list(inner)
+        prefix = self._jail_prefix if writable or workdir is None else self._run_prefix
+        return limits + prefix + tmp + mounts + drop + list(inner)
 
     def _spawn(
         self, argv: list[str], workdir: Path | None, uid: int, cap: int, pass_fds: Sequence[int] = ()

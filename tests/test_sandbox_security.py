@@ -120,8 +120,8 @@ def test_test_binary_sees_only_the_jail(sandbox: Sandbox) -> None:
         '        || std::net::TcpStream::connect("1.1.1.1:53").is_ok();\n'
         '    let home = std::fs::read_dir("/root").is_ok() || std::fs::read_dir("/home").is_ok();\n'
         '    let etc = std::fs::read_to_string("/etc/passwd").is_ok();\n'
-        '    let uid = std::fs::read_to_string("/proc/self/status").unwrap();\n'
-        '    let uid = uid.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();\n'
+        '    std::fs::write("/tmp/mine", b"").unwrap();\n'
+        '    let uid = format!("Uid:{}", std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/tmp/mine").unwrap()));\n'
         '    let writable = std::fs::write("/work/x", b"x").is_ok() || std::fs::write("/usr/x", b"x").is_ok();\n'
         '    panic!("ROOT {:?} NET {} HOME {} ETC {} {} WRITE {}", root, net, home, etc, uid, writable);\n}\n'
     )
@@ -132,7 +132,35 @@ def test_test_binary_sees_only_the_jail(sandbox: Sandbox) -> None:
     assert sorted(x.strip().strip('"') for x in listed.split(",")) == [
         "dev", "lib", "lib64", "opt", "proc", "tmp", "usr", "work"
     ]  # fmt: skip
-    assert "Uid:\\t0" not in out and "Uid:\t0" not in out
+    assert "Uid:0 " not in out and "Uid:" in out
+
+
+def test_no_host_paths_or_other_command_lines_through_proc(sandbox: Sandbox, work_root: Path) -> None:
+    """The program under test reads the mount table and every process's command line it can find, and the
+    compiler is asked to embed the jail's init's command line: none of it names a host path."""
+    leaks = (str(work_root), "dreamfix-sbx-", ".rustup", "bwrap", "--ro-bind")
+    run_probe = (
+        f"// {secrets.token_hex(8)}\n"
+        "#[test]\nfn look() {\n"
+        '    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();\n'
+        "    let mut cmds = String::new();\n"
+        "    for pid in 1..64 {\n"
+        '        if let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) {\n'
+        "            cmds.push_str(&String::from_utf8_lossy(&c));\n"
+        "        }\n"
+        "    }\n"
+        '    panic!("MOUNTS<<{mi}>> CMDS<<{cmds}>>");\n}\n'
+    )
+    out = sandbox.check(run_probe, mode="test").output
+    assert "MOUNTS<<>> CMDS<<>>" in out, out
+    compile_probe = (
+        f"// {secrets.token_hex(8)}\n"
+        'const INIT: &str = include_str!("/proc/1/cmdline");\n'
+        '#[test]\nfn look() {\n    panic!("INIT<<{INIT}>>");\n}\n'
+    )
+    result = sandbox.check(compile_probe, mode="test")
+    seen = result.output + " ".join(d.message for d in result.diagnostics) + (result.message or "")
+    assert not [leak for leak in leaks if leak in seen], seen
 
 
 # ---------------------------------------------------------------------------------------- runaways
