@@ -202,6 +202,26 @@ def _adapter_out(row: Any) -> dict[str, Any]:
     return data.model_dump(mode="json")
 
 
+_STATUS_TEXT = {
+    401: "no or malformed bearer token",
+    403: "the admin API is disabled, or the token is wrong",
+    404: "no such resource",
+    409: "conflicts with a run or version already there",
+    413: "request body or code over the size limit",
+    422: "invalid request (the detail lists each field)",
+    429: "queue full; see Retry-After",
+    500: "internal error, with an incident id",
+    503: "the model is not loaded yet; see Retry-After",
+    504: "over the time limit (a fix returns the attempts made so far in detail)",
+}
+
+
+def _errors(*statuses: int, admin: bool = True) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for the error statuses a route can answer, all ``{"error": ...}`` bodies."""
+    codes = sorted({*statuses, 500, *((401, 403) if admin else ())})
+    return {code: {"model": schemas.ErrorBody, "description": _STATUS_TEXT[code]} for code in codes}
+
+
 def create_app(services: Services) -> FastAPI:
     settings = services.settings
     install_access_log_redaction()
@@ -275,7 +295,7 @@ def create_app(services: Services) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "database unreachable or model not loaded"}})
     async def readyz() -> JSONResponse:
         db_ok = await run_in_threadpool(services.db.ping)
         model_ok = services.serving.model_ready
@@ -317,11 +337,7 @@ def create_app(services: Services) -> FastAPI:
     @app.post(
         "/v1/check",
         response_model=schemas.CheckResponse,
-        responses={
-            413: {"model": schemas.ErrorBody},
-            429: {"model": schemas.ErrorBody},
-            504: {"model": schemas.ErrorBody},
-        },
+        responses=_errors(413, 422, 429, 504, admin=False),
     )
     async def check(body: schemas.CheckRequest) -> dict[str, Any]:
         _check_code_size(body.code)
@@ -332,12 +348,7 @@ def create_app(services: Services) -> FastAPI:
     @app.post(
         "/v1/fix",
         response_model=schemas.FixResponse,
-        responses={
-            413: {"model": schemas.ErrorBody},
-            429: {"model": schemas.ErrorBody},
-            503: {"model": schemas.ErrorBody},
-            504: {"model": schemas.ErrorBody},
-        },
+        responses=_errors(413, 422, 429, 503, 504, admin=False),
     )
     async def fix(body: schemas.FixRequest, request: Request) -> Any:
         _check_code_size(body.code)
@@ -404,12 +415,12 @@ def create_app(services: Services) -> FastAPI:
     # ------------------------------------------------------------ admin
     admin = [Depends(require_admin)]
 
-    @app.post("/admin/runs", status_code=202, dependencies=admin)
+    @app.post("/admin/runs", status_code=202, dependencies=admin, responses=_errors(409, 422))
     async def trigger_run(body: schemas.RunCreate) -> dict[str, Any]:
         run_id = await run_in_threadpool(services.jobs.trigger, body.kind, "admin")
         return {"run_id": run_id, "status": "queued", "kind": body.kind}
 
-    @app.get("/admin/runs", dependencies=admin)
+    @app.get("/admin/runs", dependencies=admin, responses=_errors(422))
     async def list_runs(
         kind: str | None = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 20,
@@ -419,7 +430,7 @@ def create_app(services: Services) -> FastAPI:
             rows = RunRepository(s).recent(kind, limit, offset)
             return {"items": [_run_out(r) for r in rows], "limit": limit, "offset": offset}
 
-    @app.get("/admin/runs/{run_id}", dependencies=admin)
+    @app.get("/admin/runs/{run_id}", dependencies=admin, responses=_errors(404, 422))
     async def get_run(run_id: DbId) -> dict[str, Any]:
         with services.db.session() as s:
             run = RunRepository(s).get(run_id)
@@ -427,7 +438,7 @@ def create_app(services: Services) -> FastAPI:
                 raise HTTPException(404, f"no run {run_id}")
             return _run_out(run, detail=True)
 
-    @app.get("/admin/adapters", dependencies=admin)
+    @app.get("/admin/adapters", dependencies=admin, responses=_errors())
     async def list_adapters(task: str | None = None) -> dict[str, Any]:
         with services.db.session() as s:
             rows = AdapterRepository(s).versions(task)
@@ -437,7 +448,7 @@ def create_app(services: Services) -> FastAPI:
                 "served_epoch": services.serving.epoch,
             }
 
-    @app.post("/admin/adapters/{task}/rollback", dependencies=admin)
+    @app.post("/admin/adapters/{task}/rollback", dependencies=admin, responses=_errors(404, 409, 422))
     async def rollback(task: str, body: schemas.RollbackRequest | None = None) -> dict[str, Any]:
         version = body.version if body else None
         try:
@@ -448,7 +459,7 @@ def create_app(services: Services) -> FastAPI:
             raise HTTPException(409, str(exc)) from None
         return {"task": task, "active_version": active, "served_epoch": services.serving.epoch}
 
-    @app.get("/admin/episodes", dependencies=admin)
+    @app.get("/admin/episodes", dependencies=admin, responses=_errors(422))
     async def list_episodes(
         origin: str | None = None,
         family: str | None = None,
@@ -474,7 +485,7 @@ def create_app(services: Services) -> FastAPI:
             ]
         return {"total": total, "limit": limit, "offset": offset, "items": items}
 
-    @app.get("/admin/episodes/{episode_id}", dependencies=admin)
+    @app.get("/admin/episodes/{episode_id}", dependencies=admin, responses=_errors(404, 422))
     async def get_episode(episode_id: DbId) -> dict[str, Any]:
         with services.db.session() as s:
             row = EpisodeRepository(s).get(episode_id)
@@ -482,7 +493,7 @@ def create_app(services: Services) -> FastAPI:
                 raise HTTPException(404, f"no episode {episode_id}")
             return schemas.EpisodeDetail.model_validate(row, from_attributes=True).model_dump(mode="json")
 
-    @app.get("/admin/metrics/history", dependencies=admin)
+    @app.get("/admin/metrics/history", dependencies=admin, responses=_errors(422))
     async def metrics_history(
         name: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 200
     ) -> dict[str, Any]:
