@@ -259,7 +259,7 @@ class Night:
         lock = NightLock(self.db)
         if not lock.acquire():
             raise RunConflict("another replica holds the night lock")
-        self._lease = lock
+        self._lease: NightLock | None = lock
         try:
             return self._night(ctx, lock)
         finally:
