@@ -88,7 +88,7 @@ def live(
     settings = make_settings(
         tmp_path_factory.mktemp("adm"),
         tiny_model_dir,
-        agent={"max_attempts": 8, "max_new_tokens": 400, "suggestions_first": True},
+        agent={"max_attempts": 8, "max_new_tokens": 96, "suggestions_first": True},
         limits={
             "max_body_bytes": 64 * 1024,
             "max_code_bytes": 16 * 1024,
@@ -142,7 +142,7 @@ def test_the_deadline_stops_decoding_and_the_504_returns_the_attempts_so_far(
     r = client.post("/v1/fix", json={"code": NEEDS_MODEL, "max_attempts": 8}, timeout=60)
     took = time.monotonic() - started
     if r.status_code == 200:
-        pytest.fail(f"the tiny model finished 8 attempts of 400 tokens within 2s: {r.json()['status']}")
+        pytest.fail(f"the tiny model finished 8 attempts of 96 tokens within 2s: {r.json()['status']}")
     assert r.status_code == 504, r.text
     detail = r.json()["detail"]
     assert detail["attempts"], "the attempts made before the deadline are returned"
