@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -25,7 +26,11 @@ class QueueFull(Exception):
 class WorkQueue:
     def __init__(self, capacity: int, workers: int = 1, name: str = "work") -> None:
         self.capacity = capacity
-        self._q: queue.Queue[tuple[Future[Any], Callable[[], Any]] | None] = queue.Queue(maxsize=capacity)
+        self._q: queue.Queue[tuple[Future[Any], Callable[[], Any], float] | None] = queue.Queue(
+            maxsize=capacity
+        )
+        #: Called with the seconds a job waited before a worker took it (the daemon's metrics).
+        self.on_wait: Callable[[float], None] | None = None
         self._busy = 0
         self._lock = threading.Lock()
         self._avg_s = 5.0  # running mean of job time, for Retry-After
@@ -44,7 +49,7 @@ class WorkQueue:
     def submit(self, fn: Callable[[], Any]) -> Future[Any]:
         fut: Future[Any] = Future()
         try:
-            self._q.put_nowait((fut, fn))
+            self._q.put_nowait((fut, fn, time.monotonic()))
         except queue.Full:
             raise QueueFull(self.retry_after()) from None
         return fut
@@ -54,15 +59,15 @@ class WorkQueue:
         return max(1, int(self._avg_s * (self.depth / per_worker)) + 1)
 
     def _worker(self) -> None:
-        import time
-
         while True:
             item = self._q.get()
             if item is None:
                 return
-            fut, fn = item
+            fut, fn, queued_at = item
             if not fut.set_running_or_notify_cancel():
                 continue
+            if self.on_wait is not None:
+                self.on_wait(time.monotonic() - queued_at)
             with self._lock:
                 self._busy += 1
             start = time.monotonic()
