@@ -119,6 +119,10 @@ def test_upstream_model_id_sources(tmp_path: Path) -> None:
     provisioned.mkdir()
     (provisioned / "dreamfix-model.json").write_text(json.dumps({"upstream": "org/model-a"}))
     assert upstream_model_id(str(provisioned), tmp_path) == "org/model-a"
+    baked = tmp_path / "opt" / "qwen"  # the Docker image's model path: a converted release by its provenance
+    baked.mkdir(parents=True)
+    (baked / "dreamfix-model.json").write_text(json.dumps({"name": "qwen2.5-coder-0.5b-instruct"}))
+    assert upstream_model_id(str(baked), tmp_path) == QWEN
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "config.json").write_text(json.dumps({"_name_or_path": "org/model-b"}))
     assert upstream_model_id("plain", tmp_path) == "org/model-b"  # a name in the model cache

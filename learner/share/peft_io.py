@@ -127,11 +127,17 @@ def upstream_model_id(spec: str | None, cache_dir: str | Path | None = None) -> 
             return first
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     for folder in (Path(spec).expanduser(), cache / spec):
-        for name, key in ((PROVENANCE_FILE, "upstream"), ("config.json", "_name_or_path")):
+        for name, key in (
+            (PROVENANCE_FILE, "upstream"),
+            (PROVENANCE_FILE, "name"),
+            ("config.json", "_name_or_path"),
+        ):
             try:
                 value = json.loads((folder / name).read_text()).get(key)
             except (OSError, ValueError, AttributeError):
                 continue
+            if key == "name" and isinstance(value, str) and value in KNOWN_MODELS and value != spec:
+                return upstream_model_id(value, cache)  # a converted release in a folder of its own (Docker)
             if isinstance(value, str) and _HUB_ID.match(value) and not Path(value).exists():
                 return value
     if _HUB_ID.match(spec) and not Path(spec).expanduser().exists():
