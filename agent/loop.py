@@ -328,7 +328,11 @@ class FixLoop:
     def _verify_all(self, jobs: list[tuple[str, Problem]]) -> list[Any]:
         def one(job: tuple[str, Problem]) -> Any:
             source, problem = job
-            return self.judge.verify(source, problem.mode, problem.edition, problem.tests)
+            from agent.validation import judge_candidate
+
+            return judge_candidate(
+                self.judge, problem.source, source, problem.mode, problem.edition, problem.tests
+            )
 
         if len(jobs) <= 1:
             return [one(j) for j in jobs]

@@ -49,7 +49,22 @@ UID_SPAN = 90_000_000
 _TOOLCHAIN = "/opt/rust"
 _WORK = "/work"
 _JAIL_PATH = "/usr/bin"
-_CACHE_VERSION = "1"
+WORKDIR_PREFIX = "dreamfix-sbx-"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_CACHE_VERSION = "2"  # 2: test output lists every test by name (the judge reads it)
 _CACHEABLE = ("ok", "compile_error", "test_failed")
 
 
@@ -485,11 +500,36 @@ class Sandbox:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
+    def sweep_stale_workdirs(self) -> list[Path]:
+        """At start-up: remove work dirs left by a killed process (``dreamfix-sbx-<pid>-*`` whose pid is gone;
+        an unnumbered one of an older version once it is an hour old). Returns what was removed."""
+        root = Path(self.config.work_root or tempfile.gettempdir())
+        removed: list[Path] = []
+        for path in root.glob(f"{WORKDIR_PREFIX}*"):
+            if not path.is_dir() or path.is_symlink():
+                continue
+            owner = path.name[len(WORKDIR_PREFIX) :].split("-", 1)[0]
+            if owner.isdigit():
+                stale = not _pid_alive(int(owner))
+            else:
+                try:
+                    stale = time.time() - path.stat().st_mtime > 3600
+                except OSError:
+                    continue
+            if stale:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        if removed:
+            log.warning("removed %d stale sandbox work dirs", len(removed))
+        return removed
+
     # --------------------------------------------------------------------------------- compile and run
 
     def _workdir(self, uid: int) -> Path:
         root = self.config.work_root
-        workdir = Path(tempfile.mkdtemp(prefix="dreamfix-sbx-", dir=str(root) if root else None))
+        workdir = Path(
+            tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=str(root) if root else None)
+        )
         (workdir / "src").mkdir()
         if self._drop_uid:
             os.chown(workdir, uid, uid)
@@ -600,7 +640,9 @@ class Sandbox:
     def _run_tests(self, workdir: Path, uid: int) -> CheckResult:
         binary = f"{_WORK}/test-bin" if self.jailed else str(workdir / "test-bin")
         cap = self.config.max_output_bytes
-        command = self._command(workdir, [binary, "--color", "never", "-q"], uid, writable=False)
+        command = self._command(
+            workdir, [binary, "--color", "never", "--format", "pretty"], uid, writable=False
+        )
         proc = self._spawn(command, workdir, uid, cap)
         output = (proc.stdout + proc.stderr).decode("utf-8", "replace")[:cap]
         failure = self._classify(proc, output, [], "the test binary")

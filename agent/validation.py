@@ -7,6 +7,8 @@ them. The earlier prototype's koans broke all three; ``validate_koans`` checks e
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -326,3 +328,58 @@ def rustfix_baseline(sandbox: Sandbox, koans: Iterable[Koan]) -> list[BaselineRo
             )
         )
     return rows
+
+
+# ------------------------------------------------------------------------------------------ the judge
+
+_TEST_FN = re.compile(
+    r"#\[test\]\s*(?:#\[[^\]]*\]\s*)*(?:pub(?:\([^)]*\))?\s+)?(?:async\s+)?fn\s+([A-Za-z_]\w*)"
+)
+_PLACEHOLDER = re.compile(r"\b(?:todo|unimplemented)!")
+_TEST_LINE = re.compile(r"^test (\S+) \.\.\. (\w+)", re.MULTILINE)
+
+
+def _code_only(source: str) -> str:
+    """``source`` with comments and literals blanked out (same length), so names in them do not count."""
+    mask = _code_mask(source)
+    return "".join(c if keep or c == "\n" else " " for c, keep in zip(source, mask, strict=True))
+
+
+def original_test_names(source: str) -> list[str]:
+    """Names of the ``#[test]`` functions in ``source``, in order (comments and strings ignored)."""
+    return _TEST_FN.findall(_code_only(source))
+
+
+def placeholder_count(source: str) -> int:
+    """How many ``todo!``/``unimplemented!`` calls the code (not its comments or strings) contains."""
+    return len(_PLACEHOLDER.findall(_code_only(source)))
+
+
+def judge_candidate(
+    judge: Any, original: str, candidate: str, mode: str, edition: str = "2021", tests: str | None = None
+) -> Any:
+    """The fix judge, for serving, nights, the gate and training data alike: ``judge.verify`` (compiles,
+    and passes ``tests`` when given) and, in ``test`` mode, every ``#[test]`` of ``original`` still exists
+    by name in ``candidate``, ran and passed, and no ``todo!()``/``unimplemented!()`` was added. A failed
+    rule turns the result into ``ok=False`` with the reason in ``message``; the diagnostics stay rustc's."""
+    result = judge.verify(candidate, mode, edition, tests)
+    if not getattr(result, "ok", False) or mode != "test":
+        return result
+    problems: list[str] = []
+    wanted = original_test_names(original)
+    present = set(original_test_names(candidate))
+    missing = [n for n in wanted if n not in present]
+    if missing:
+        problems.append(f"the fix removed the original tests {', '.join(missing)}")
+    added = placeholder_count(candidate) - placeholder_count(original)
+    if added > 0:
+        problems.append(f"the fix added {added} todo!()/unimplemented!() placeholder(s)")
+    outcomes: dict[str, str] = {}
+    for path, status in _TEST_LINE.findall(getattr(result, "output", "") or ""):
+        outcomes[path.rsplit("::", 1)[-1]] = status
+    not_passed = [n for n in wanted if n in present and outcomes.get(n) != "ok"]
+    if not_passed:
+        problems.append(f"the original tests {', '.join(not_passed)} did not run and pass")
+    if not problems:
+        return result
+    return dataclasses.replace(result, ok=False, verdict=Verdict.TEST_FAILED, message="; ".join(problems))

@@ -88,6 +88,9 @@ class Services:
 
     def start(self) -> None:
         self.jobs.recover()
+        sweep = getattr(self.serving.sandbox, "sweep_stale_workdirs", None)
+        if sweep is not None:
+            sweep()
         try:
             with self.db.session() as s:
                 last = RunRepository(s).last_succeeded("night")
@@ -138,7 +141,10 @@ class Services:
 
     def rollback(self, task: str, version: int | None) -> int | None:
         with self.db.session() as s:
-            row = AdapterRepository(s).rollback(task, version)
+            repo = AdapterRepository(s)
+            if not list(repo.versions(task)):
+                raise LookupError(f"no adapter versions for task {task!r}")
+            row = repo.rollback(task, version)
             active = row.version if row is not None else None
         self.serving.sync()
         if active is None:

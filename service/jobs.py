@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 class RunConflict(Exception):
-    """A night is already queued or running."""
+    """A night is already queued or running, or a run of that kind is already queued."""
 
 
 @dataclass
@@ -67,9 +67,13 @@ class JobRunner:
             raise ValueError(f"unknown run kind {kind!r}; expected one of {sorted(self.bodies)}")
         with self._trigger_lock, self.db.session() as s:
             runs = RunRepository(s)
-            if kind == "night" and runs.running("night"):
-                busy = runs.running("night")[0]
+            active = runs.running(kind)
+            if kind == "night" and active:
+                busy = active[0]
                 raise RunConflict(f"night run {busy.id} is already {busy.status}; one night at a time")
+            queued = [r for r in active if r.status == "queued"]
+            if queued:
+                raise RunConflict(f"{kind} run {queued[0].id} is already queued; at most one waits at a time")
             run_id = runs.create(kind, trigger).id
         self.futures[run_id] = self._pool.submit(self.execute, run_id, kind)
         return run_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import time
 import uuid
@@ -11,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from prometheus_client import generate_latest
@@ -35,10 +36,6 @@ class ServiceUnavailable(Exception):
     def __init__(self, message: str, retry_after_s: int = 10) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 def _error(
@@ -72,17 +69,46 @@ class BodyLimitMiddleware:
                         scope, receive, send
                     )
                     return
+        # Read the body here, up to the cap, and replay it: a body that streams past the cap gets 413
+        # (raising inside the app's receive would surface as FastAPI's generic 400 "error parsing the body").
+        chunks: list[bytes] = []
         seen = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+        more = True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away before sending its body
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                await _error(413, f"request body over the {self.max_bytes}-byte limit")(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = bool(message.get("more_body", False))
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class CatchAllMiddleware:
+    """Outermost guard: an unhandled error becomes a 500 with an incident id and is *not* re-raised, so
+    the server keeps the keep-alive connection usable (Starlette's own handler re-raises after answering)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
@@ -91,10 +117,42 @@ class BodyLimitMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            log.exception(
+                "unhandled error on %s %s (incident %s)", scope.get("method"), scope.get("path"), incident
+            )
             if not started:
-                await _error(413, f"request body over the {self.max_bytes}-byte limit")(scope, receive, send)
+                await _error(500, f"internal error (incident {incident}); the server log has the details")(
+                    scope, receive, send
+                )
+
+
+# What every integer column stores on both databases (PostgreSQL INTEGER is the narrower: int32).
+DB_INT_MAX = 2**31 - 1
+DbId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
+DbOffset = Annotated[int, Query(ge=0, le=DB_INT_MAX)]
+
+
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:token|access_token|api_key|key)=)[^&#\s]*")
+
+
+class RedactQueryFilter(logging.Filter):
+    """Keeps a token sent as ``?token=`` out of uvicorn's access log (its args carry the full path)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _SECRET_QUERY.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
+
+
+def install_access_log_redaction() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactQueryFilter) for f in access.filters):
+        access.addFilter(RedactQueryFilter())
 
 
 def get_services(request: Request) -> Services:
@@ -144,6 +202,7 @@ def _adapter_out(row: Any) -> dict[str, Any]:
 
 def create_app(services: Services) -> FastAPI:
     settings = services.settings
+    install_access_log_redaction()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -177,6 +236,7 @@ def create_app(services: Services) -> FastAPI:
             metrics.latency.labels(template).observe(time.perf_counter() - start)
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(CatchAllMiddleware)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -203,12 +263,6 @@ def create_app(services: Services) -> FastAPI:
     @app.exception_handler(ServiceUnavailable)
     async def on_unavailable(_: Request, exc: ServiceUnavailable) -> JSONResponse:
         return _error(503, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
-
-    @app.exception_handler(Exception)
-    async def on_crash(request: Request, exc: Exception) -> JSONResponse:
-        incident = uuid.uuid4().hex[:12]
-        log.exception("unhandled error on %s %s (incident %s)", request.method, request.url.path, incident)
-        return _error(500, f"internal error (incident {incident}); the server log has the details")
 
     # ------------------------------------------------------------ public
     @app.get("/", include_in_schema=False)
@@ -284,14 +338,14 @@ def create_app(services: Services) -> FastAPI:
     async def list_runs(
         kind: str | None = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 20,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: DbOffset = 0,
     ) -> dict[str, Any]:
         with services.db.session() as s:
             rows = RunRepository(s).recent(kind, limit, offset)
             return {"items": [_run_out(r) for r in rows], "limit": limit, "offset": offset}
 
     @app.get("/admin/runs/{run_id}", dependencies=admin)
-    async def get_run(run_id: int) -> dict[str, Any]:
+    async def get_run(run_id: DbId) -> dict[str, Any]:
         with services.db.session() as s:
             run = RunRepository(s).get(run_id)
             if run is None:
@@ -325,9 +379,9 @@ def create_app(services: Services) -> FastAPI:
         family: str | None = None,
         fixed: bool | None = None,
         task: str | None = None,
-        run_id: int | None = None,
+        run_id: Annotated[int | None, Query(ge=1, le=DB_INT_MAX)] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: DbOffset = 0,
     ) -> dict[str, Any]:
         with services.db.session() as s:
             total, rows = EpisodeRepository(s).search(
@@ -346,7 +400,7 @@ def create_app(services: Services) -> FastAPI:
         return {"total": total, "limit": limit, "offset": offset, "items": items}
 
     @app.get("/admin/episodes/{episode_id}", dependencies=admin)
-    async def get_episode(episode_id: int) -> dict[str, Any]:
+    async def get_episode(episode_id: DbId) -> dict[str, Any]:
         with services.db.session() as s:
             row = EpisodeRepository(s).get(episode_id)
             if row is None:

@@ -139,7 +139,9 @@ class AdapterOut(BaseModel):
 
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: int | None = Field(default=None, ge=1, description="Default: the previously active version.")
+    version: int | None = Field(
+        default=None, ge=1, le=2**31 - 1, description="Default: the previously active version."
+    )
 
 
 class AttemptDetail(BaseModel):

@@ -120,6 +120,12 @@ class RunRepository:
         return failed
 
 
+def _holder_gone(holder: str) -> bool:
+    """A lease holder ``host:pid`` on this host whose process no longer exists (killed, crashed)."""
+    host, _, pid = holder.rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and not _process_alive(int(pid))
+
+
 def _process_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -442,7 +448,12 @@ class NightLock:
         with self.db.session() as s:
             lease = s.get(Lease, self.name, with_for_update=True)
             now = _now()
-            if lease is not None and lease.holder != me and _aware(lease.expires_at) > now:
+            if (
+                lease is not None
+                and lease.holder != me
+                and _aware(lease.expires_at) > now
+                and not _holder_gone(lease.holder)
+            ):
                 return False
             if lease is None:
                 s.add(Lease(name=self.name, holder=me, expires_at=now + self.ttl))
