@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from agent.generators import Example
+
+P = TypeVar("P", bound="Part")
 
 
 @dataclass
@@ -83,10 +86,43 @@ def assemble(
     )
 
 
-def one_or_two(rng: random.Random, shapes: Sequence[Callable[[random.Random], Part]]) -> list[Part]:
+def one_or_two(rng: random.Random, shapes: Sequence[Callable[[random.Random], P]]) -> list[P]:
     """One drawn shape's part, and in a quarter of the draws a second, different shape's."""
     first = rng.choice(shapes)
     parts = [first(rng)]
     if rng.random() < 0.25:
         parts.append(rng.choice([s for s in shapes if s is not first])(rng))
     return parts
+
+
+@dataclass
+class Kernel:
+    """One self-contained piece of a kernel-based program (its items, main lines, tests, ``use`` lines)."""
+
+    shape: str
+    codes: set[str]
+    broken: str
+    fixed: str
+    main: list[str] = field(default_factory=list)
+    tests: str = ""
+    uses_broken: list[str] = field(default_factory=list)
+    uses_fixed: list[str] = field(default_factory=list)
+
+
+def kernels_example(family: str, kernels: Sequence[Kernel], mode: str) -> Example:
+    """The kernels as one program: their ``use`` lines on top, a main running their main lines for a bin."""
+
+    def program(broken: bool) -> str:
+        uses = sorted({u for k in kernels for u in (k.uses_broken if broken else k.uses_fixed)})
+        body = "\n\n".join(k.broken if broken else k.fixed for k in kernels)
+        if uses:
+            body = "\n".join(uses) + "\n\n" + body
+        if mode == "bin":
+            lines = "".join(f"    {line}\n" for k in kernels for line in k.main)
+            body += f"\n\nfn main() {{\n{lines}}}"
+        return body + "\n"
+
+    codes: set[str] = set().union(*(k.codes for k in kernels))
+    shape = "+".join(k.shape for k in kernels)
+    tests = "\n".join(k.tests for k in kernels)
+    return Example(family, shape, program(True), program(False), tests, tuple(sorted(codes)), mode=mode)
