@@ -20,7 +20,11 @@ EDITIONS: tuple[str, ...] = ("2015", "2018", "2021", "2024")
 SPLITS: tuple[str, ...] = ("train", "eval")
 
 #: The repository's koan folder; ``DREAMFIX_KOANS_DIR`` style overrides are passed in by ``service``.
-DEFAULT_KOANS_DIR = Path(__file__).resolve().parent.parent / "koans"
+#: An installed wheel ships them inside this package instead (``agent/_data/koans``, see setup.py).
+_BUNDLED_KOANS = Path(__file__).resolve().parent / "_data" / "koans"
+DEFAULT_KOANS_DIR = (
+    _BUNDLED_KOANS if _BUNDLED_KOANS.is_dir() else Path(__file__).resolve().parent.parent / "koans"
+)
 
 
 class KoanFormatError(ValueError):

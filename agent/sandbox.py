@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,6 +260,8 @@ class Sandbox:
 
     def __init__(self, config: SandboxConfig | None = None) -> None:
         self.config = config or SandboxConfig()
+        #: Called with (seconds, answered from the cache) after every check (the daemon's metrics).
+        self.on_check: Callable[[float, bool], None] | None = None
         cfg = self.config
         if cfg.jail not in ("bwrap", "none"):
             raise ValueError(f"sandbox jail must be 'bwrap' or 'none', not {cfg.jail!r}")
@@ -799,10 +801,14 @@ class Sandbox:
         hit = self._cache_get(key)
         if hit is not None:
             hit.duration_s = time.perf_counter() - start
+            if self.on_check is not None:
+                self.on_check(hit.duration_s, True)
             return hit
         result = self._judge(text, mode, edition, tests)
         result.duration_s = time.perf_counter() - start
         self._cache_put(key, result)
+        if self.on_check is not None:
+            self.on_check(result.duration_s, False)
         return result
 
     def check_many(self, jobs: Iterable[Job | str]) -> list[CheckResult]:

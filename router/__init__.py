@@ -8,9 +8,7 @@ from collections.abc import Callable, Iterable
 from router.table import BASE_ROUTE, BASE_ROW, ActiveVersion, Route, RouteTable
 from router.tasks import (
     DEFAULT_RULES,
-    CodeMove,
     DiagnosticLike,
-    Observation,
     RouteDecision,
     TaskRouter,
     TaskRule,
@@ -32,9 +30,7 @@ __all__ = [
     "BASE_ROW",
     "DEFAULT_RULES",
     "ActiveVersion",
-    "CodeMove",
     "DiagnosticLike",
-    "Observation",
     "Route",
     "RouteDecision",
     "RouteTable",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -152,28 +152,6 @@ class RouteDecision:
     reason: str
 
 
-@dataclass(frozen=True)
-class Observation:
-    """One episode outcome: a problem with these error codes was attempted with ``task``'s coefficients
-    (None = the base model) and was or was not fixed."""
-
-    task: str | None
-    codes: tuple[str, ...]
-    fixed: bool
-
-
-@dataclass(frozen=True)
-class CodeMove:
-    """A change :meth:`TaskRouter.refine` made: ``code`` now belongs to ``to_task`` (None = unrouted)."""
-
-    code: str
-    from_task: str | None
-    to_task: str | None
-    from_rate: float
-    to_rate: float
-    support: int
-
-
 def error_diagnostics(diagnostics: Iterable[DiagnosticLike]) -> list[DiagnosticLike]:
     """The diagnostics that make compilation fail; notes, warnings and rustc's summary lines do not count."""
     return [
@@ -239,50 +217,3 @@ class TaskRouter:
         if confidence < self.threshold:
             return RouteDecision(None, confidence, matched, f"{summary}, below {self.threshold:.2f}: base")
         return RouteDecision(task, confidence, matched, summary)
-
-    def owner_of(self, code: str) -> str | None:
-        owners = [r.task for r in self.rules if code in r.codes]
-        return owners[0] if owners else None
-
-    def refine(
-        self, observations: Iterable[Observation], *, min_support: int = 3, margin: float = 0.2
-    ) -> tuple[TaskRouter, list[CodeMove]]:
-        """Reassign error codes to the coefficients that actually fix them.
-
-        For every code, the fix rate of each task (and of the base model, task None) is computed over the
-        observations that contain the code. A code moves from its owner to another task — or out of routing,
-        to the base model — when that one was observed at least ``min_support`` times and beats the owner's
-        rate by more than ``margin`` (an owner never observed counts as rate 0 with no support). Deterministic:
-        ties and iteration follow sorted order. Returns the new router and the moves made; self is unchanged.
-        """
-        tries: Counter[tuple[str, str | None]] = Counter()
-        wins: Counter[tuple[str, str | None]] = Counter()
-        for obs in observations:
-            for code in set(obs.codes):
-                tries[code, obs.task] += 1
-                wins[code, obs.task] += int(obs.fixed)
-
-        def rate(code: str, task: str | None) -> float:
-            n = tries[code, task]
-            return wins[code, task] / n if n else 0.0
-
-        known = set(self.tasks)
-        codes_by_task: dict[str, set[str]] = {r.task: set(r.codes) for r in self.rules}
-        moves: list[CodeMove] = []
-        for code in sorted({c for c, _ in tries}):
-            owner = self.owner_of(code)
-            candidates = [t for (c, t) in tries if c == code and t != owner and (t is None or t in known)]
-            candidates = [t for t in candidates if tries[code, t] >= min_support]
-            if not candidates:
-                continue
-            best = min(candidates, key=lambda t: (-rate(code, t), t or ""))
-            owner_rate = rate(code, owner) if owner is not None or tries[code, None] else 0.0
-            if rate(code, best) <= owner_rate + margin:
-                continue
-            if owner is not None:
-                codes_by_task[owner].discard(code)
-            if best is not None:
-                codes_by_task[best].add(code)
-            moves.append(CodeMove(code, owner, best, owner_rate, rate(code, best), tries[code, best]))
-        rules = [replace(r, codes=frozenset(codes_by_task[r.task])) for r in self.rules]
-        return TaskRouter(rules, self.threshold), moves

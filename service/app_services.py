@@ -10,11 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sqlalchemy import select
+
 from service.api.metrics import ServiceMetrics
 from service.compose import load_runtime, make_sandbox
 from service.day import Day
 from service.db import migrate
-from service.db.repositories import AdapterRepository
+from service.db.models import AdapterVersion
+from service.db.repositories import AdapterRepository, RunRepository
 from service.db.session import Database
 from service.jobs import JobRunner
 from service.night import Night
@@ -27,6 +30,9 @@ if TYPE_CHECKING:
     from learner.runtime import ModelRuntime
 
 log = logging.getLogger(__name__)
+
+#: A version's status after its night → the gate's decision (a promoted version may already be retired).
+_GATE_DECISION = {"active": "promoted", "retired": "promoted", "rejected": "rejected", "candidate": "pending"}
 
 
 @dataclass
@@ -72,7 +78,7 @@ class Services:
             serving=serving,
             queue=WorkQueue(settings.limits.queue_size, settings.limits.workers, "fix"),
             jobs=jobs,
-            metrics=ServiceMetrics(),
+            metrics=ServiceMetrics(model=settings.model),
             check_queue=WorkQueue(
                 settings.limits.check_queue_size,
                 settings.limits.check_workers,
@@ -81,6 +87,9 @@ class Services:
             ),
         )
         serving.on_swap = services._on_swap
+        sandbox.on_check = services.metrics.observe_check
+        services.queue.on_wait = services.metrics.queue_wait.observe
+        jobs.on_finish = services._on_run_finished
         if settings.scheduler.enabled:
             services.scheduler = DreamScheduler(settings.db_url, settings.scheduler, jobs)
         return services
@@ -90,6 +99,12 @@ class Services:
         sweep = getattr(self.serving.sandbox, "sweep_stale_workdirs", None)
         if sweep is not None:
             sweep()
+        try:
+            with self.db.session() as s:
+                last = RunRepository(s).last_succeeded("night")
+                self.metrics.set_last_night(last.finished_at if last is not None else None)
+        except Exception:
+            log.warning("could not read the last successful night for /metrics", exc_info=True)
         self._spawn(self._load_model, "model-load")
         self._spawn(self._sync_loop, "route-sync")
         self._spawn(self._sweep_loop, "run-sweep")
@@ -125,6 +140,21 @@ class Services:
         self.metrics.route_epoch.set(self.serving.epoch)
         for task, version in versions.items():
             self.metrics.active_version.labels(task).set(version)
+
+    def _on_run_finished(self, run_id: int) -> None:
+        """Count the run and, for a night, the gate's verdict on each version it made."""
+        with self.db.session() as s:
+            run = RunRepository(s).get(run_id)
+            if run is None:
+                return
+            kind, status, finished_at = run.kind, run.status, run.finished_at
+            decisions = {
+                row.task: _GATE_DECISION.get(row.status, row.status)
+                for row in s.scalars(select(AdapterVersion).where(AdapterVersion.run_id == run_id))
+            }
+        self.metrics.observe_run(kind, status, decisions)
+        if kind == "night" and status == "succeeded":
+            self.metrics.set_last_night(finished_at)
 
     def rollback(self, task: str, version: int | None) -> int | None:
         with self.db.session() as s:

@@ -50,6 +50,8 @@ class JobRunner:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="dreamfix-run")
         self._trigger_lock = threading.Lock()
         self.futures: dict[int, Future[None]] = {}
+        #: Called with the run id after a run's outcome is committed (the daemon's metrics).
+        self.on_finish: Callable[[int], None] | None = None
 
     def recover(self) -> list[int]:
         """At start-up: runs left behind by a dead process are failed, never resumed half-way."""
@@ -117,6 +119,11 @@ class JobRunner:
     def _finish(self, run_id: int, status: str, summary: dict[str, Any], error: str | None) -> None:
         with self.db.session() as s:
             RunRepository(s).finish(run_id, status, summary, error)
+        if self.on_finish is not None:
+            try:
+                self.on_finish(run_id)
+            except Exception:
+                log.warning("run %d: the finish hook failed", run_id, exc_info=True)
 
     def _heartbeat(self, run_id: int, stop: threading.Event) -> None:
         while not stop.wait(self.settings.night.heartbeat_s):

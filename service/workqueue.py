@@ -48,10 +48,12 @@ class WorkQueue:
         self.capacity = capacity
         self.workers = max(1, workers)
         self.retry_cap_s = max(1, retry_cap_s)
-        self._q: queue.Queue[tuple[Future[Any], Callable[[], Any], float | None] | None] = queue.Queue(
+        self._q: queue.Queue[tuple[Future[Any], Callable[[], Any], float | None, float] | None] = queue.Queue(
             maxsize=capacity
         )
         self._waiting: set[Future[Any]] = set()
+        #: Called with the seconds a job waited before a worker took it (the daemon's metrics).
+        self.on_wait: Callable[[float], None] | None = None
         self._busy = 0
         self._lock = threading.Lock()
         self._initial_s = initial_job_s
@@ -95,7 +97,7 @@ class WorkQueue:
         with self._lock:
             self._waiting.add(fut)
         try:
-            self._q.put_nowait((fut, fn, deadline))
+            self._q.put_nowait((fut, fn, deadline, time.monotonic()))
         except queue.Full:
             with self._lock:
                 self._waiting.discard(fut)
@@ -112,12 +114,14 @@ class WorkQueue:
             item = self._q.get()
             if item is None:
                 return
-            fut, fn, deadline = item
+            fut, fn, deadline, queued_at = item
             with self._lock:
                 self._waiting.discard(fut)
                 if not fut.set_running_or_notify_cancel():
                     continue  # cancelled while waiting: already out of the depth
                 self._busy += 1
+            if self.on_wait is not None:
+                self.on_wait(time.monotonic() - queued_at)
             start = time.monotonic()
             ran = False
             try:

@@ -58,13 +58,6 @@ def test_version_prints_the_installed_distribution_version() -> None:
     assert proc.stdout.strip() == f"dreamfix {version('dreamfix')}"
 
 
-def test_experiment_parser_stage_names_match_the_runner() -> None:
-    from service.cli.experiment import STAGES as cli_stages
-    from service.experiments.runner import STAGES as runner_stages
-
-    assert cli_stages == runner_stages
-
-
 def _one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("HEAVY=")]
     assert proc.returncode == 2, proc.stderr

@@ -8,7 +8,7 @@ from types import ModuleType
 
 import pytest
 
-from service.experiments.metrics import cl_metrics
+from service.research.metrics import cl_metrics
 
 
 def test_no_forgetting_gives_zero_bwt_and_forgetting() -> None:
@@ -85,7 +85,7 @@ def _is_png(path: Path) -> bool:
 @pytest.fixture
 def plots() -> ModuleType:
     pytest.importorskip("matplotlib")
-    from service.experiments import plots
+    from service.research import plots
 
     return plots
 

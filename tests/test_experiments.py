@@ -12,12 +12,12 @@ from agent.sandbox import Sandbox, SandboxConfig
 from learner.runtime import ModelRuntime
 from learner.share.layer import share_layers
 from router import TaskRouter
-from service.experiments import runner
-from service.experiments.data import eval_items, task_examples
-from service.experiments.report import markdown
-from service.experiments.runner import Experiment, ExperimentConfig
-from service.experiments.scoring import reference_nll
-from service.experiments.variants import applied, lora_deltas
+from service.research import sweep as sweep_stage
+from service.research.data import eval_items, task_examples
+from service.research.experiment import Experiment, ExperimentConfig
+from service.research.report import markdown
+from service.research.scoring import reference_nll
+from service.research.variants import applied, lora_deltas
 
 TASKS = ["mutability", "moves", "borrows"]
 
@@ -82,7 +82,7 @@ def test_reference_nll_depends_on_the_applied_adapter(experiment: Experiment) ->
 
 def test_edit_mask_covers_exactly_the_changed_lines(experiment: Experiment) -> None:
     from learner.share.examples import IGNORE_INDEX, encode_example
-    from service.experiments.scoring import edit_token_mask
+    from service.research.scoring import edit_token_mask
 
     tokenizer = experiment.runtime.tokenizer
     for item in experiment.items()[:3]:
@@ -260,7 +260,7 @@ def test_pass_rates_fill_into_an_experiment_scored_without_them(
     del saved["points"]["cap: cap=32 p=1 phi=0"]
     later.save_result("sweep", saved)
     with monkeypatch.context() as patched:
-        patched.setattr(runner, "phase2", lambda *a, **k: pytest.fail("Phase 2 trained again"))
+        patched.setattr(sweep_stage, "phase2", lambda *a, **k: pytest.fail("Phase 2 trained again"))
         resumed = later.run("sweep")["points"]["cap: cap=32 p=1 phi=0"]
     assert resumed["same_basis_as"] == "cap: cap=16 p=1 phi=0" and resumed["score"] == bound["score"]
     for png in ("strategies_pass", "sweep_pass", "heatmap_pass"):

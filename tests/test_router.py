@@ -1,4 +1,4 @@
-"""The router on real rustc diagnostics of the koans, its fallback to base, refine() and the route table."""
+"""The router on real rustc diagnostics of the koans, its fallback to base and the route table."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from agent.sandbox import Job, Sandbox, SandboxConfig
 from router import (
     BASE_ROUTE,
     ActiveVersion,
-    Observation,
     Route,
     RouteTable,
     TaskRouter,
@@ -121,36 +120,6 @@ def test_bad_rules_are_rejected_clearly() -> None:
         TaskRouter([TaskRule("a", frozenset({"E1"})), TaskRule("a", frozenset({"E2"}))])
     with pytest.raises(ValueError, match="threshold"):
         TaskRouter(threshold=1.5)
-
-
-def test_refine_moves_codes_to_the_coefficients_that_fix_them() -> None:
-    router = TaskRouter()
-    assert router.owner_of("E0599") == "traits"
-    observations = (
-        [Observation("result_option", ("E0599",), True)] * 4
-        + [Observation("traits", ("E0599",), False)] * 4
-        + [Observation("traits", ("E0599",), True)]
-        # Base beats the moves coefficients on E0505: the code leaves routing.
-        + [Observation(None, ("E0505",), True)] * 3
-        + [Observation("moves", ("E0505",), False)] * 3
-        # Too little evidence: nothing moves.
-        + [Observation("borrows", ("E0382",), True)] * 2
-    )
-    refined, moves = router.refine(observations, min_support=3, margin=0.2)
-    assert [(m.code, m.from_task, m.to_task) for m in moves] == [
-        ("E0505", "moves", None),
-        ("E0599", "traits", "result_option"),
-    ]
-    assert moves[1].from_rate == pytest.approx(0.2) and moves[1].to_rate == 1.0
-    assert refined.owner_of("E0599") == "result_option"
-    assert refined.owner_of("E0505") is None
-    assert refined.owner_of("E0382") == "moves"
-    assert router.owner_of("E0599") == "traits"  # the original is untouched
-    again, moves_again = router.refine(list(reversed(observations)), min_support=3, margin=0.2)
-    assert moves_again == moves
-    assert [r.codes for r in again.rules] == [r.codes for r in refined.rules]
-    plain = _error("E0599", "no method named `len` found for struct `Bag` in the current scope")
-    assert refined.route([plain]).task == "result_option"
 
 
 def test_route_table_resolves_active_versions_and_falls_back_to_base() -> None:

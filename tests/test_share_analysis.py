@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from learner.share.analysis import (
+from learner.share.math import LoraSeed, SeedLayer
+from service.research.geometry import (
     compare_bases,
     explained_variance_curve,
     leave_one_out,
@@ -24,7 +25,6 @@ from learner.share.analysis import (
     summarise_comparison,
     summarise_leave_one_out,
 )
-from learner.share.math import LoraSeed, SeedLayer
 
 # Two layers of different shapes (out n, in d), named like the real model's.
 SHAPES = {"model.layers.0.self_attn.q_proj": (64, 48), "model.layers.1.mlp.up_proj": (80, 40)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 
 from agent.generators import Example
+from agent.generators._common import finish
 
 FAMILY = "arity"
 
@@ -18,16 +19,6 @@ _PARAM_WORDS = ["base", "rate", "bonus", "count", "width", "depth", "level", "sp
 _FN_WORDS = ["score", "weigh", "blend", "price", "rank", "measure", "grade", "combine"]
 _TYPE_WORDS = ["Quote", "Reading", "Sample", "Offer", "Bid", "Entry", "Probe", "Ticket"]
 _KINDS = ["fn", "method", "closure", "tuple_struct", "variant"]
-
-
-def _finish(
-    rng: random.Random, shape: str, broken: str, fixed: str, tests: str, codes: set[str], demo: str
-) -> Example:
-    mode = rng.choice(["bin", "lib"])
-    if mode == "bin":
-        main = f'\nfn main() {{\n    println!("{{:?}}", {demo});\n}}\n'
-        broken, fixed = broken.rstrip() + "\n" + main, fixed.rstrip() + "\n" + main
-    return Example(FAMILY, shape, broken.lstrip(), fixed.lstrip(), tests.lstrip(), tuple(sorted(codes)), mode)
 
 
 def _linear(rng: random.Random, names: list[str]) -> tuple[str, list[int]]:
@@ -139,7 +130,7 @@ def _calls(rng: random.Random) -> Example:
         checks += f"    assert_eq!(evaluate({', '.join(str(vals[n]) for n in caller_params)}), {want});\n"
     tests = f"#[test]\nfn evaluates_the_formula() {{\n{checks}}}\n"
     demo = f"evaluate({', '.join('1' for _ in caller_params)})"
-    return _finish(rng, "calls", broken, fixed, tests, codes, demo)
+    return finish(FAMILY, rng, "calls", broken, fixed, tests, codes, demo)
 
 
 def _adaptor_closure(rng: random.Random) -> Example:
@@ -182,7 +173,7 @@ def _adaptor_closure(rng: random.Random) -> Example:
     tests = (
         f"#[test]\nfn adds_up_pairs() {{\n    assert_eq!({call}, {want});\n    assert_eq!({empty}, 0);\n}}\n"
     )
-    return _finish(rng, "adaptor_closure", broken, fixed, tests, {"E0593"}, call)
+    return finish(FAMILY, rng, "adaptor_closure", broken, fixed, tests, {"E0593"}, call)
 
 
 def _variadic(rng: random.Random) -> Example:
@@ -218,8 +209,15 @@ def _variadic(rng: random.Random) -> Example:
 
     checks = "".join(f'    assert_eq!({fname}({lit(v)}), "{s}");\n' for v, s in cases)
     tests = f"#[test]\nfn formats_like_c() {{\n{checks}}}\n"
-    return _finish(
-        rng, "variadic", src(args_bad), src(args_all), tests, {"E0060"}, f"{fname}({lit(cases[0][0])})"
+    return finish(
+        FAMILY,
+        rng,
+        "variadic",
+        src(args_bad),
+        src(args_all),
+        tests,
+        {"E0060"},
+        f"{fname}({lit(cases[0][0])})",
     )
 
 

@@ -10,23 +10,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from agent.generators import Example
+from agent.generators._common import Part, assemble, one_or_two
 
 FAMILY = "closures"
-
-
-@dataclass
-class Part:
-    """One function of a program: its broken and fixed text, tests and a line for main."""
-
-    shape: str
-    broken: str
-    fixed: str
-    tests: str
-    demo: str
-    codes: tuple[str, ...]
 
 
 def _nums(rng: random.Random, n: int) -> list[int]:
@@ -265,31 +253,8 @@ SHAPES = [_not_mut, _missing_move, _fn_bound, _gives_away, _move_out, _two_closu
 
 
 def _assemble(rng: random.Random, parts: list[Part]) -> Example:
-    mode = rng.choice(["bin", "bin", "lib"])
-
-    def body(texts: list[str]) -> str:
-        out = "\n".join(texts)
-        if mode == "lib":
-            out = out.replace("\nfn ", "\npub fn ")
-            out = ("pub " + out) if out.startswith("fn ") else out
-        else:
-            out += "\nfn main() {\n" + "\n".join(p.demo for p in parts) + "\n}\n"
-        return out
-
-    return Example(
-        family=FAMILY,
-        shape="+".join(p.shape for p in parts),
-        broken=body([p.broken for p in parts]),
-        fixed=body([p.fixed for p in parts]),
-        tests="\n".join(p.tests for p in parts),
-        codes=tuple(sorted({c for p in parts for c in p.codes})),
-        mode=mode,
-    )
+    return assemble(FAMILY, rng, parts, public=("fn ",))
 
 
 def generate(rng: random.Random) -> Example:
-    first = rng.choice(SHAPES)
-    parts = [first(rng)]
-    if rng.random() < 0.25:
-        parts.append(rng.choice([s for s in SHAPES if s is not first])(rng))
-    return _assemble(rng, parts)
+    return _assemble(rng, one_or_two(rng, SHAPES))

@@ -9,21 +9,16 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from agent.generators import Example
+from agent.generators import Example, _common
+from agent.generators._common import one_or_two, parts_example, publish, with_main
 
 FAMILY = "concurrency"
 
 
 @dataclass
-class Part:
-    """One function of a program: its broken and fixed text, tests and a line for main."""
+class Part(_common.Part):
+    """A part with the ``use`` lines its broken and its fixed program need."""
 
-    shape: str
-    broken: str
-    fixed: str
-    tests: str
-    demo: str
-    codes: tuple[str, ...]
     uses: tuple[str, ...] = ()
     fixed_uses: tuple[str, ...] = ()
 
@@ -276,30 +271,20 @@ def _assemble(rng: random.Random, parts: list[Part]) -> Example:
 
     def body(uses: set[str], texts: list[str]) -> str:
         out = "\n".join(sorted(uses)) + "\n\n" + "\n".join(texts)
-        if mode == "lib":
-            out = out.replace("\nfn ", "\npub fn ").replace("\nstruct ", "\npub struct ")
-        else:
-            out += "\nfn main() {\n" + "\n".join(p.demo for p in parts) + "\n}\n"
-        return out
+        return publish(out, ("fn ", "struct ")) if mode == "lib" else with_main(out, parts)
 
     broken_uses = {u for p in parts for u in p.uses}
     fixed_uses = {u for p in parts for u in p.fixed_uses}
     if "use std::sync::{Arc, Mutex};" in fixed_uses:
         fixed_uses.discard("use std::sync::Arc;")
-    return Example(
-        family=FAMILY,
-        shape="+".join(p.shape for p in parts),
-        broken=body(broken_uses, [p.broken for p in parts]),
-        fixed=body(fixed_uses, [p.fixed for p in parts]),
-        tests="\n".join(p.tests for p in parts),
-        codes=tuple(sorted({c for p in parts for c in p.codes})),
-        mode=mode,
+    return parts_example(
+        FAMILY,
+        parts,
+        mode,
+        body(broken_uses, [p.broken for p in parts]),
+        body(fixed_uses, [p.fixed for p in parts]),
     )
 
 
 def generate(rng: random.Random) -> Example:
-    first = rng.choice(SHAPES)
-    parts = [first(rng)]
-    if rng.random() < 0.25:
-        parts.append(rng.choice([s for s in SHAPES if s is not first])(rng))
-    return _assemble(rng, parts)
+    return _assemble(rng, one_or_two(rng, SHAPES))

@@ -13,21 +13,16 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from agent.generators import Example
+from agent.generators import Example, _common
+from agent.generators._common import assemble
 
 FAMILY = "edition2024"
 
 
 @dataclass
-class Part:
-    """One function (plus items) of a program: broken and fixed text, tests and a line for main."""
+class Part(_common.Part):
+    """A part that may be a syntax error, which stops rustc before the other parts' errors."""
 
-    shape: str
-    broken: str
-    fixed: str
-    tests: str
-    demo: str
-    codes: tuple[str, ...]
     parse_level: bool = False  # a syntax error: rustc stops before reporting other parts' errors
 
 
@@ -311,28 +306,7 @@ SHAPES = [
 
 
 def _assemble(rng: random.Random, parts: list[Part]) -> Example:
-    mode = rng.choice(["bin", "bin", "lib"])
-
-    def body(texts: list[str]) -> str:
-        out = "\n".join(texts)
-        if mode == "lib":
-            for kw in ("fn ", "struct "):
-                out = out.replace("\n" + kw, "\npub " + kw)
-                out = ("pub " + out) if out.startswith(kw) else out
-        else:
-            out += "\nfn main() {\n" + "\n".join(p.demo for p in parts) + "\n}\n"
-        return out
-
-    return Example(
-        family=FAMILY,
-        shape="+".join(p.shape for p in parts),
-        broken=body([p.broken for p in parts]),
-        fixed=body([p.fixed for p in parts]),
-        tests="\n".join(p.tests for p in parts),
-        codes=tuple(sorted({c for p in parts for c in p.codes})),
-        mode=mode,
-        edition="2024",
-    )
+    return assemble(FAMILY, rng, parts, public=("fn ", "struct "), edition="2024")
 
 
 def generate(rng: random.Random) -> Example:

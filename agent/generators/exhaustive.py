@@ -8,23 +8,11 @@ the long case, and a refutable `let` that needs `let ... else`. A draw is one or
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 from agent.generators import Example
+from agent.generators._common import Part, one_or_two, parts_example, publish, with_main
 
 FAMILY = "exhaustive"
-
-
-@dataclass
-class Part:
-    """One function (plus types) of a program: its broken and fixed text, tests and a line for main."""
-
-    shape: str
-    broken: str
-    fixed: str
-    tests: str
-    demo: str
-    codes: tuple[str, ...]
 
 
 ENUMS = [
@@ -300,28 +288,11 @@ def _assemble(rng: random.Random, parts: list[Part]) -> Example:
     def body(texts: list[str]) -> str:
         out = head + "\n".join(texts)
         if vis:
-            out = out.replace("\nfn ", "\npub fn ").replace("\nenum ", "\npub enum ")
-            out = ("pub " + out) if out.startswith(("fn ", "enum ")) else out
-        if mode == "bin":
-            out += "\nfn main() {\n" + "\n".join(p.demo for p in parts) + "\n}\n"
-        return out
+            out = publish(out, ("fn ", "enum "))
+        return with_main(out, parts) if mode == "bin" else out
 
-    codes = tuple(sorted({c for p in parts for c in p.codes}))
-    return Example(
-        family=FAMILY,
-        shape="+".join(p.shape for p in parts),
-        broken=body(strip),
-        fixed=body(strip_f),
-        tests="\n".join(p.tests for p in parts),
-        codes=codes,
-        mode=mode,
-    )
+    return parts_example(FAMILY, parts, mode, body(strip), body(strip_f))
 
 
 def generate(rng: random.Random) -> Example:
-    first = rng.choice(SHAPES)
-    parts = [first(rng)]
-    if rng.random() < 0.25:
-        second = rng.choice([s for s in SHAPES if s is not first])
-        parts.append(second(rng))
-    return _assemble(rng, parts)
+    return _assemble(rng, one_or_two(rng, SHAPES))

@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass
 
 from agent.generators import Example
+from agent.generators.moves import WORDS
 
 FAMILY = "fields"
 
@@ -56,28 +57,6 @@ NUM_FIELDS = [
 STR_FIELDS = ["name", "label", "title", "owner", "city", "tag", "code", "note", "region", "author"]
 BOOL_FIELDS = ["active", "done", "open", "valid", "paid", "hidden", "urgent", "shipped"]
 INT_TYPES = ["u32", "i64", "u16", "usize", "i32", "u64"]
-WORDS = [
-    "ash",
-    "birch",
-    "cedar",
-    "dune",
-    "elm",
-    "fjord",
-    "grove",
-    "heath",
-    "isle",
-    "juniper",
-    "kelp",
-    "larch",
-    "moss",
-    "nook",
-    "oak",
-    "pine",
-    "quay",
-    "reed",
-    "sage",
-    "tarn",
-]
 KEYWORDS = {
     "as",
     "box",

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from itertools import pairwise
 
 from agent.generators import Example
+from agent.generators._common import Kernel, kernels_example
 
 FAMILY = "generics"
 
@@ -34,17 +34,6 @@ WORDS = [
     "karma",
     "lumen",
 ]
-
-
-@dataclass
-class Kernel:
-    shape: str
-    codes: set[str]
-    broken: str
-    fixed: str
-    main: list[str] = field(default_factory=list)
-    tests: str = ""
-    uses: list[str] = field(default_factory=list)
 
 
 def ints(rng: random.Random, lo: int = 2, hi: int = 6) -> list[int]:
@@ -195,7 +184,8 @@ def arg_count(rng: random.Random) -> Kernel:
             items.replace("{ARGS}", "char, usize"),
             [f'println!("{{:?}}", {fn}("{word}").len());'],
             f"#[test]\nfn check_{fn}() {{\n{test}}}\n",
-            ["use std::collections::HashMap;"],
+            uses_broken=["use std::collections::HashMap;"],
+            uses_fixed=["use std::collections::HashMap;"],
         )
     if kind == 3:
         fn = rng.choice(["parse_range", "read_span", "bounds_of"])
@@ -346,7 +336,8 @@ def phantom(rng: random.Random) -> Kernel:
             render(True),
             main,
             f"#[test]\nfn check_{store.lower()}() {{\n{test}}}\n",
-            ["use std::marker::PhantomData;"],
+            uses_broken=["use std::marker::PhantomData;"],
+            uses_fixed=["use std::marker::PhantomData;"],
         )
     q = rng.choice(["Length", "Mass", "Amount", "Quantity"])
     units = rng.sample(["Meters", "Feet", "Grams", "Pounds", "Liters", "Euros"], 2)
@@ -374,7 +365,8 @@ def phantom(rng: random.Random) -> Kernel:
         render2(True),
         main,
         f"#[test]\nfn check_{fn}() {{\n{test}}}\n",
-        ["use std::marker::PhantomData;"],
+        uses_broken=["use std::marker::PhantomData;"],
+        uses_fixed=["use std::marker::PhantomData;"],
     )
 
 
@@ -433,17 +425,4 @@ def generate(rng: random.Random) -> Example:
     kernels = [make(rng) for make in picks]
     mode = "lib" if rng.random() < 0.3 else "bin"
 
-    def program(part: str) -> str:
-        uses = sorted({u for k in kernels for u in k.uses})
-        body = "\n\n".join(getattr(k, part) for k in kernels)
-        if uses:
-            body = "\n".join(uses) + "\n\n" + body
-        if mode == "bin":
-            lines = "".join(f"    {line}\n" for k in kernels for line in k.main)
-            body += f"\n\nfn main() {{\n{lines}}}"
-        return body + "\n"
-
-    codes: set[str] = set().union(*(k.codes for k in kernels))
-    shape = "+".join(k.shape for k in kernels)
-    tests = "\n".join(k.tests for k in kernels)
-    return Example(FAMILY, shape, program("broken"), program("fixed"), tests, tuple(sorted(codes)), mode=mode)
+    return kernels_example(FAMILY, kernels, mode)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 
 from agent.generators import Example
+from agent.generators._common import finish
 
 FAMILY = "privacy"
 
@@ -26,16 +27,6 @@ _DOMAINS = [
     ("library", "Shelf", "topic", "books"),
 ]
 _LABELS = ["north", "ada", "blue", "zeta", "oak", "rio", "kai", "mira"]
-
-
-def _finish(
-    rng: random.Random, shape: str, broken: str, fixed: str, tests: str, codes: set[str], demo: str
-) -> Example:
-    mode = rng.choice(["bin", "lib"])
-    if mode == "bin":
-        main = f'\nfn main() {{\n    println!("{{:?}}", {demo});\n}}\n'
-        broken, fixed = broken.rstrip() + "\n" + main, fixed.rstrip() + "\n" + main
-    return Example(FAMILY, shape, broken.lstrip(), fixed.lstrip(), tests.lstrip(), tuple(sorted(codes)), mode)
 
 
 def _record(rng: random.Random) -> Example:
@@ -89,7 +80,7 @@ def _record(rng: random.Random) -> Example:
         f'    assert_eq!(describe(&x), "{label}: {start + more}");\n'
         f"    assert_eq!(outlook(&x), {(start + more) * rate});\n}}\n"
     )
-    return _finish(rng, "record", broken, fixed, tests, errors, f'describe(&make("{label}", {start}))')
+    return finish(FAMILY, rng, "record", broken, fixed, tests, errors, f'describe(&make("{label}", {start}))')
 
 
 def _newtype(rng: random.Random) -> Example:
@@ -129,7 +120,9 @@ def _newtype(rng: random.Random) -> Example:
         f'    assert_eq!(show(bump(x)), "{once}{unit}");\n    assert_eq!(bump(bump(x)).get(), {twice});\n'
         f"    assert_eq!({mod}::{name}::new({hi + 50}).get(), {hi});\n}}\n"
     )
-    return _finish(rng, "newtype", broken, fixed, tests, codes, f"show(bump({mod}::{name}::new({start})))")
+    return finish(
+        FAMILY, rng, "newtype", broken, fixed, tests, codes, f"show(bump({mod}::{name}::new({start})))"
+    )
 
 
 def _private_module_path(rng: random.Random) -> Example:
@@ -164,7 +157,8 @@ def _private_module_path(rng: random.Random) -> Example:
         f'    assert!(verify("{word}", {acc}));\n    assert!(!verify("{word}", {acc + 1}));\n'
         f'    assert_eq!({outer}::tag("{word}"), "{len(word.encode())}#{acc}");\n}}\n'
     )
-    return _finish(
+    return finish(
+        FAMILY,
         rng,
         "private_module_path",
         src(inner_vis, fn_vis),
@@ -210,7 +204,9 @@ def _private_assoc_fn(rng: random.Random) -> Example:
         f"#[test]\nfn sums_valid_rows() {{\n    assert_eq!({sum_name}_of({arg}), {sum(map(sum, rows))});\n"
         f"    assert_eq!({sum_name}_of(&[]), 0);\n}}\n"
     )
-    return _finish(rng, "private_assoc_fn", src(""), src("pub "), tests, {"E0624"}, f"{sum_name}_of({arg})")
+    return finish(
+        FAMILY, rng, "private_assoc_fn", src(""), src("pub "), tests, {"E0624"}, f"{sum_name}_of({arg})"
+    )
 
 
 _SHAPES = [_record, _newtype, _private_module_path, _private_assoc_fn]

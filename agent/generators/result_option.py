@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.generators import Example
+from agent.generators._common import finish
 
 FAMILY = "result_option"
 
@@ -31,17 +32,6 @@ def _nums(rng: random.Random, n: int, lo: int = -20, hi: int = 60) -> list[int]:
 
 def _rs_slice(values: list[int]) -> str:
     return "&[" + ", ".join(str(v) for v in values) + "]"
-
-
-def _finish(
-    rng: random.Random, shape: str, broken: str, fixed: str, tests: str, codes: list[str], demo: str
-) -> Example:
-    """Half the draws are binaries with a small main that prints ``demo``; the rest are libraries."""
-    mode = rng.choice(["bin", "lib"])
-    if mode == "bin":
-        main = f'\nfn main() {{\n    println!("{{:?}}", {demo});\n}}\n'
-        broken, fixed = broken.rstrip() + "\n" + main, fixed.rstrip() + "\n" + main
-    return Example(FAMILY, shape, broken.lstrip(), fixed.lstrip(), tests.lstrip(), tuple(sorted(codes)), mode)
 
 
 def _option_question_in_result(rng: random.Random) -> Example:
@@ -85,8 +75,15 @@ def _option_question_in_result(rng: random.Random) -> Example:
         f"#[test]\nfn explains_a_miss() {{\n"
         f'    assert_eq!({fname}({_rs_slice(miss)}), Err("{msg}".to_string()));\n}}\n'
     )
-    return _finish(
-        rng, "option_question_in_result", broken, fixed, tests, ["E0277"], f"{fname}({_rs_slice(hit)})"
+    return finish(
+        FAMILY,
+        rng,
+        "option_question_in_result",
+        broken,
+        fixed,
+        tests,
+        ["E0277"],
+        f"{fname}({_rs_slice(hit)})",
     )
 
 
@@ -113,8 +110,8 @@ def _result_question_in_option(rng: random.Random) -> Example:
         f'    assert_eq!({fname}("{key}{sep} lots"), None);\n'
         f'    assert_eq!({fname}("{key} {v}"), None);\n}}\n'
     )
-    return _finish(
-        rng, "result_question_in_option", broken, fixed, tests, ["E0277"], f'{fname}("{key}{sep}{v}")'
+    return finish(
+        FAMILY, rng, "result_question_in_option", broken, fixed, tests, ["E0277"], f'{fname}("{key}{sep}{v}")'
     )
 
 
@@ -159,7 +156,7 @@ def _missing_wrap(rng: random.Random) -> Example:
         f"#[test]\nfn computes() {{\n    assert_eq!({fname}({a}, {b}), {ok}({good}));\n}}\n"
         f"#[test]\nfn refuses() {{\n{bad_check}}}\n"
     )
-    return _finish(rng, "missing_wrap", broken, fixed, tests, ["E0308"], f"{fname}({a}, {b})")
+    return finish(FAMILY, rng, "missing_wrap", broken, fixed, tests, ["E0308"], f"{fname}({a}, {b})")
 
 
 def _method_on_option(rng: random.Random) -> Example:
@@ -234,7 +231,7 @@ def _method_on_option(rng: random.Random) -> Example:
         f"#[test]\nfn uses_the_value() {{\n    assert_eq!({fname}({arg}), {full_expect});\n}}\n"
         f"#[test]\nfn handles_empty_input() {{\n    assert_eq!({fname}(&[]), {empty_expect});\n}}\n"
     )
-    return _finish(rng, "method_on_option", broken, fixed, tests, ["E0599"], f"{fname}({arg})")
+    return finish(FAMILY, rng, "method_on_option", broken, fixed, tests, ["E0599"], f"{fname}({arg})")
 
 
 def _parse_untyped(rng: random.Random) -> Example:
@@ -274,7 +271,7 @@ def _parse_untyped(rng: random.Random) -> Example:
     fixed = sig + line.format(v=var, t=f": {ty}") + f"    {var}.{method}\n}}\n"
     checks = "".join(f'    assert_eq!({fname}("{s}"), {fmt(e)});\n' for s, e in cases)
     tests = f"#[test]\nfn parses_with_default() {{\n{checks}}}\n"
-    return _finish(rng, "parse_untyped", broken, fixed, tests, ["E0282"], f'{fname}("{cases[0][0]}")')
+    return finish(FAMILY, rng, "parse_untyped", broken, fixed, tests, ["E0282"], f'{fname}("{cases[0][0]}")')
 
 
 def _question_in_plain_fn(rng: random.Random) -> Example:
@@ -299,7 +296,7 @@ def _question_in_plain_fn(rng: random.Random) -> Example:
         f'    assert_eq!({fname}(""), Ok(0));\n}}\n'
         f'#[test]\nfn reports_bad_fields() {{\n    assert!({fname}("1{sep}x").is_err());\n}}\n'
     )
-    return _finish(rng, "question_in_plain_fn", broken, fixed, tests, ["E0277"], f'{fname}("{text}")')
+    return finish(FAMILY, rng, "question_in_plain_fn", broken, fixed, tests, ["E0277"], f'{fname}("{text}")')
 
 
 _SHAPES = [

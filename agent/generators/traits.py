@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from agent.generators import Example
+from agent.generators._common import Kernel, kernels_example
 
 FAMILY = "traits"
 
@@ -49,18 +49,6 @@ FIELD_POOL = [
 ]
 WORDS = ["oak", "ash", "elm", "fir", "yew", "bay", "ivy", "rye", "fig", "kiwi", "lime", "plum"]
 DERIVE_ORDER = ["Debug", "Clone", "Default", "PartialEq", "Eq", "PartialOrd", "Ord", "Hash"]
-
-
-@dataclass
-class Kernel:
-    shape: str
-    codes: set[str]
-    broken: str
-    fixed: str
-    main: list[str] = field(default_factory=list)
-    tests: str = ""
-    uses_broken: list[str] = field(default_factory=list)
-    uses_fixed: list[str] = field(default_factory=list)
 
 
 class Names:
@@ -582,17 +570,4 @@ def generate(rng: random.Random) -> Example:
     kernels = [make(rng, names) for make in picks]
     mode = "lib" if rng.random() < 0.3 else "bin"
 
-    def program(broken: bool) -> str:
-        uses = sorted({u for k in kernels for u in (k.uses_broken if broken else k.uses_fixed)})
-        body = "\n\n".join(k.broken if broken else k.fixed for k in kernels)
-        if uses:
-            body = "\n".join(uses) + "\n\n" + body
-        if mode == "bin":
-            lines = "".join(f"    {line}\n" for k in kernels for line in k.main)
-            body += f"\n\nfn main() {{\n{lines}}}"
-        return body + "\n"
-
-    codes: set[str] = set().union(*(k.codes for k in kernels))
-    shape = "+".join(k.shape for k in kernels)
-    tests = "\n".join(k.tests for k in kernels)
-    return Example(FAMILY, shape, program(True), program(False), tests, tuple(sorted(codes)), mode=mode)
+    return kernels_example(FAMILY, kernels, mode)

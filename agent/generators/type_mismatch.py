@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from agent.generators import Example
+from agent.generators._common import Kernel, kernels_example
 
 FAMILY = "type_mismatch"
 
@@ -40,16 +40,6 @@ WORDS = [
     "summit",
     "tundra",
 ]
-
-
-@dataclass
-class Kernel:
-    shape: str
-    codes: set[str]
-    broken: str
-    fixed: str
-    main: list[str] = field(default_factory=list)
-    tests: str = ""
 
 
 def vals(rng: random.Random, n: int, lo: int = 0, hi: int = 99) -> list[int]:
@@ -455,14 +445,4 @@ def generate(rng: random.Random) -> Example:
     kernels = [make(rng) for make in picks]
     mode = "lib" if rng.random() < 0.3 else "bin"
 
-    def program(part: str) -> str:
-        body = "\n\n".join(getattr(k, part) for k in kernels)
-        if mode == "bin":
-            lines = "".join(f"    {line}\n" for k in kernels for line in k.main)
-            body += f"\n\nfn main() {{\n{lines}}}"
-        return body + "\n"
-
-    codes: set[str] = set().union(*(k.codes for k in kernels))
-    shape = "+".join(k.shape for k in kernels)
-    tests = "\n".join(k.tests for k in kernels)
-    return Example(FAMILY, shape, program("broken"), program("fixed"), tests, tuple(sorted(codes)), mode=mode)
+    return kernels_example(FAMILY, kernels, mode)

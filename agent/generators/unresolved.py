@@ -11,6 +11,7 @@ import random
 from collections import Counter
 
 from agent.generators import Example
+from agent.generators._common import finish
 
 FAMILY = "unresolved"
 
@@ -32,16 +33,6 @@ def _typo(name: str, rng: random.Random, avoid: set[str]) -> str:
         if cand != name and cand not in avoid and cand.isidentifier() and not cand.endswith("_"):
             return cand
     return name + "s"
-
-
-def _finish(
-    rng: random.Random, shape: str, broken: str, fixed: str, tests: str, codes: set[str], demo: str
-) -> Example:
-    mode = rng.choice(["bin", "lib"])
-    if mode == "bin":
-        main = f'\nfn main() {{\n    println!("{{:?}}", {demo});\n}}\n'
-        broken, fixed = broken.rstrip() + "\n" + main, fixed.rstrip() + "\n" + main
-    return Example(FAMILY, shape, broken.lstrip(), fixed.lstrip(), tests.lstrip(), tuple(sorted(codes)), mode)
 
 
 def _str_slice(words: list[str]) -> str:
@@ -117,8 +108,8 @@ def _missing_collection_use(rng: random.Random) -> Example:
     broken = body
     fixed = imp + "\n" + body
     tests = f"#[test]\nfn works_on_sample() {{\n{check}}}\n"
-    return _finish(
-        rng, "missing_collection_use", broken, fixed, tests, codes, f"{fname}({_str_slice(words)})"
+    return finish(
+        FAMILY, rng, "missing_collection_use", broken, fixed, tests, codes, f"{fname}({_str_slice(words)})"
     )
 
 
@@ -151,8 +142,8 @@ def _typo_local(rng: random.Random) -> Example:
     cases = [(rng.randint(1, 20), rng.randint(-5, 20)) for _ in range(2)]
     checks = "".join(f"    assert_eq!({fname}({p}, {q}), {py(p, q)});\n" for p, q in cases)
     tests = f"#[test]\nfn matches_the_formula() {{\n{checks}}}\n"
-    return _finish(
-        rng, "typo_local", broken, fixed, tests, {"E0425"}, f"{fname}({cases[0][0]}, {cases[0][1]})"
+    return finish(
+        FAMILY, rng, "typo_local", broken, fixed, tests, {"E0425"}, f"{fname}({cases[0][0]}, {cases[0][1]})"
     )
 
 
@@ -202,8 +193,15 @@ def _missing_self(rng: random.Random) -> Example:
         f"#[test]\nfn fills_in_whole_units() {{\n    let mut t = {sname}::new({cap});\n"
         f"{checks}    assert_eq!(t.{f1}(), {level});\n}}\n"
     )
-    return _finish(
-        rng, "missing_self", broken, fixed, tests, {"E0425"}, f"{sname}::new({cap}).{method}({amounts[0]})"
+    return finish(
+        FAMILY,
+        rng,
+        "missing_self",
+        broken,
+        fixed,
+        tests,
+        {"E0425"},
+        f"{sname}::new({cap}).{method}({amounts[0]})",
     )
 
 
@@ -269,7 +267,7 @@ def _bad_use_path(rng: random.Random) -> Example:
     )
     # A missing module followed by more path segments fails to resolve (E0433); a bad last segment is E0432.
     codes = {"E0433"} if kind in ("typo_outer", "relative_in_module") else {"E0432"}
-    return _finish(rng, "bad_use_path", broken, fixed, tests, codes, f"apply_all(&{xs})")
+    return finish(FAMILY, rng, "bad_use_path", broken, fixed, tests, codes, f"apply_all(&{xs})")
 
 
 def _struct_name_or_form(rng: random.Random) -> Example:
@@ -308,7 +306,7 @@ def _struct_name_or_form(rng: random.Random) -> Example:
         f"    assert_eq!(ordered({a}, {b}), {lit(min(a, b), max(a, b))});\n"
         f"    assert_eq!({fname}({lit(a, b)}, {lit(c, d)}), {lit(min(a, c), max(b, d))});\n}}\n"
     )
-    return _finish(rng, "struct_name_or_form", broken, fixed, tests, set(kinds), f"ordered({a}, {b})")
+    return finish(FAMILY, rng, "struct_name_or_form", broken, fixed, tests, set(kinds), f"ordered({a}, {b})")
 
 
 _SHAPES = [_missing_collection_use, _typo_local, _missing_self, _bad_use_path, _struct_name_or_form]

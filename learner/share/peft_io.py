@@ -11,10 +11,12 @@ or /√r for rsLoRA; rank_pattern/alpha_pattern honoured).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -25,6 +27,9 @@ from learner.share.math import LayerBasis, LoraSeed, SeedLayer, TaskCoefficients
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
+#: What an export writes: readable by every user (a serving process often runs as another user).
+FILE_MODE, DIR_MODE = 0o644, 0o755
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<layer>.+)\.lora_(?P<side>[AB])(?:\.[^.]+)?\.weight$")
 
 
@@ -46,8 +51,6 @@ def export_peft(
     overwrite: bool = False,
 ) -> Path:
     """Write ``out_dir/TASK@vN/`` as a PEFT LoRA folder; returns the folder."""
-    from peft import LoraConfig
-
     folder = Path(out_dir) / task_version_name(task, version)
     if folder.exists() and not overwrite:
         raise FileExistsError(f"{folder} exists; pass overwrite=True to replace it")
@@ -62,28 +65,84 @@ def export_peft(
         b, a = lora_factors(basis, coeffs_by_layer[key])
         tensors[f"base_model.model.{key}.lora_A.weight"] = a.contiguous()
         tensors[f"base_model.model.{key}.lora_B.weight"] = b.contiguous()
-    config = LoraConfig(
-        r=p,
-        lora_alpha=p,  # scaling 1: s is already folded into B
-        target_modules=sorted(bases),  # full module names: exactly these layers, nothing else
-        lora_dropout=0.0,
-        bias="none",
-        task_type="CAUSAL_LM",
-        base_model_name_or_path=base_model_id,
-    )
+    config = lora_config(p, sorted(bases), base_model_id)
     staging = folder.with_name(folder.name + ".tmp")
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    config.save_pretrained(str(staging))
+    (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     meta = {"format": "pt", "dreamfix_task": task, "dreamfix_version": str(version)}
     if basis_id:
         meta["dreamfix_basis_id"] = basis_id
     save_file(tensors, str(staging / WEIGHTS_FILE), metadata=meta)
+    for path in (staging / CONFIG_FILE, staging / WEIGHTS_FILE):
+        os.chmod(path, FILE_MODE)
+    os.chmod(staging, DIR_MODE)
     if folder.exists():
         shutil.rmtree(folder)
     staging.rename(folder)
     return folder
+
+
+def lora_config(r: int, target_modules: list[str], base_model_id: str | None) -> dict[str, Any]:
+    """``adapter_config.json`` with only the standard LoRA fields every PEFT release since 0.13 (and vLLM,
+    LoRAX) reads: writing ``LoraConfig.save_pretrained``'s output instead carries every field of the installed
+    PEFT, which older releases refuse (``unexpected keyword argument``)."""
+    return {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model_id,
+        "revision": None,
+        "inference_mode": True,
+        "r": r,
+        "lora_alpha": r,  # scaling 1: s is already folded into B
+        "lora_dropout": 0.0,
+        "target_modules": target_modules,  # full module names: exactly these layers, nothing else
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "modules_to_save": None,
+        "init_lora_weights": True,
+        "use_rslora": False,
+        "use_dora": False,
+        "layers_to_transform": None,
+        "layers_pattern": None,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+    }
+
+
+def upstream_model_id(spec: str | None, cache_dir: str | Path | None = None) -> str | None:
+    """The Hugging Face id of the model a setting names (what ``base_model_name_or_path`` must hold for
+    ``AutoPeftModelForCausalLM`` elsewhere): a known release's upstream, a provisioned folder's
+    ``dreamfix-model.json`` ``upstream`` or ``config.json`` ``_name_or_path``, or the spec when it is an
+    id already. None when nothing says."""
+    from learner.provision import KNOWN_MODELS, PROVENANCE_FILE, default_cache_dir
+
+    if not spec:
+        return None
+    release = KNOWN_MODELS.get(spec)
+    if release is not None:
+        first = release.upstream.split()[0]
+        if _HUB_ID.match(first):
+            return first
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    for folder in (Path(spec).expanduser(), cache / spec):
+        for name, key in (
+            (PROVENANCE_FILE, "upstream"),
+            (PROVENANCE_FILE, "name"),
+            ("config.json", "_name_or_path"),
+        ):
+            try:
+                value = json.loads((folder / name).read_text()).get(key)
+            except (OSError, ValueError, AttributeError):
+                continue
+            if key == "name" and isinstance(value, str) and value in KNOWN_MODELS and value != spec:
+                return upstream_model_id(value, cache)  # a converted release in a folder of its own (Docker)
+            if isinstance(value, str) and _HUB_ID.match(value) and not Path(value).exists():
+                return value
+    if _HUB_ID.match(spec) and not Path(spec).expanduser().exists():
+        return spec
+    return None
 
 
 def import_peft(folder: str | Path, name: str | None = None) -> LoraSeed:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 from service.cli import CliError
 from service.db.session import Database
@@ -62,7 +64,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from learner.share.artifacts import load_bases, load_task_version
-    from learner.share.peft_io import export_peft
+    from learner.share.peft_io import export_peft, upstream_model_id
     from service.db.repositories import AdapterRepository, BasisRepository
 
     task, _, version = args.name.partition("@v")
@@ -79,6 +81,18 @@ def _export(args: argparse.Namespace) -> int:
         basis_path, task_path = basis.path, row.path
     bases = load_bases(basis_path)
     tv = load_task_version(task_path, expect_basis_id=bases.basis_id)
+    settings = get_settings()
+    # The version's own model, else (versions saved without one) the model this installation serves.
+    base_model = args.base_model or upstream_model_id(
+        tv.base_model_id or settings.model, settings.model_cache_dir
+    )
+    if base_model is None:
+        base_model = tv.base_model_id or settings.model
+        print(
+            f"warning: no Hugging Face id known for model {base_model!r}; pass --base-model ORG/NAME so "
+            "AutoPeftModelForCausalLM can find the base model elsewhere",
+            file=sys.stderr,
+        )
     try:
         folder = export_peft(
             Path(args.out),
@@ -86,13 +100,57 @@ def _export(args: argparse.Namespace) -> int:
             version=tv.version,
             bases=bases.bases,
             coeffs_by_layer=tv.coeffs,
-            base_model_id=tv.base_model_id,
+            base_model_id=base_model,
             basis_id=bases.basis_id,
             overwrite=args.force,
         )
     except FileExistsError:
         raise CliError(f"{args.out} already exists; pass --force to replace it") from None
     print(folder)
+    return 0
+
+
+def route_table(active: dict[str, int], threshold: float) -> dict[str, Any]:
+    """The router's rules and each task's live version as ``TASK@vN`` (the exported PEFT folder's name), for
+    a gateway that picks a per-request adapter: the first rule whose message pattern matches an error's
+    message, else whose code matches, names the task; a task explaining fewer than ``threshold`` of a
+    problem's errors, or without an active version, is the base model (``adapter`` null)."""
+    from learner.share.artifacts import task_version_name
+    from router import DEFAULT_RULES
+
+    return {
+        "format": "dreamfix-route-table/1",
+        "threshold": threshold,
+        "routes": [
+            {
+                "task": rule.task,
+                "codes": sorted(rule.codes),
+                "message_patterns": list(rule.message_patterns),
+                "adapter": task_version_name(rule.task, active[rule.task]) if rule.task in active else None,
+            }
+            for rule in DEFAULT_RULES
+        ],
+    }
+
+
+def _routes(args: argparse.Namespace) -> int:
+    from service.db.repositories import AdapterRepository
+
+    db = _db()
+    try:
+        with db.session() as s:
+            active = {row.task: row.version for row in AdapterRepository(s).active()}
+    finally:
+        db.dispose()
+    text = json.dumps(route_table(active, get_settings().router.confidence_threshold), indent=2) + "\n"
+    if args.out:
+        try:
+            Path(args.out).write_text(text)
+        except OSError as exc:
+            raise CliError(f"cannot write {args.out}: {exc.strerror or exc}") from exc
+        print(args.out)
+    else:
+        print(text, end="")
     return 0
 
 
@@ -111,4 +169,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ep.add_argument("name", help="TASK@vN")
     ep.add_argument("--out", default=".", help="parent folder (default: here)")
     ep.add_argument("--force", action="store_true", help="overwrite an existing folder")
+    ep.add_argument(
+        "--base-model",
+        metavar="ORG/NAME",
+        help="base_model_name_or_path to write (default: the upstream id of the version's model)",
+    )
     ep.set_defaults(handler=_export)
+    tp = actions.add_parser("routes", help="the route table (rustc code/pattern → TASK@vN) as JSON")
+    tp.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    tp.set_defaults(handler=_routes)

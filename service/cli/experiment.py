@@ -1,4 +1,4 @@
-"""``dreamfix experiment``: Share experiments on the frozen eval koans (see service/experiments/runner.py).
+"""``dreamfix experiment``: Share experiments on the frozen eval koans (see service/research/).
 
     dreamfix experiment run STAGE [STAGE ...] --name NAME [options]   run stages (resumes an existing NAME)
     dreamfix experiment list                                          runs recorded in the database
@@ -11,13 +11,10 @@ writes its partial results as it goes and skips finished work when started again
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
 from service.cli import CliError
+from service.research import STAGES  # one tuple, in a package __init__ that imports nothing (no torch)
 from service.settings import get_settings
 
 
@@ -27,98 +24,10 @@ def _experiment_dir(name: str) -> Path:
     return get_settings().data_dir / "experiments" / name
 
 
-def _config(args: argparse.Namespace) -> Any:
-    from service.experiments.runner import ExperimentConfig
-
-    values: dict[str, Any] = {}
-    for f in fields(ExperimentConfig):
-        value = getattr(args, f.name, None)
-        if value is not None:
-            values[f.name] = value
-    try:
-        config = ExperimentConfig(**values)
-    except (TypeError, ValueError) as exc:
-        raise CliError(str(exc)) from exc
-    from agent.generators import registry
-
-    unknown = sorted(set(config.tasks) - set(registry()))
-    if unknown:
-        raise CliError(f"unknown task(s) {unknown}; tasks are koan families: {', '.join(sorted(registry()))}")
-    if len(config.tasks) < 2:
-        raise CliError("an experiment needs at least two tasks")
-    return config
-
-
 def _run(args: argparse.Namespace) -> int:
-    from router import TaskRouter
-    from service.compose import load_runtime, make_sandbox
-    from service.db.repositories import ExperimentRepository
-    from service.db.session import Database
-    from service.experiments.runner import STAGES, Experiment
+    from service.research.command import run  # torch and the model load only for this sub-command
 
-    stages = list(STAGES) if "all" in args.stage else list(dict.fromkeys(args.stage))
-    settings = get_settings()
-    config = _config(args)
-    root = _experiment_dir(args.name)
-    runtime = load_runtime(settings)
-    try:
-        experiment = Experiment(
-            root,
-            config,
-            runtime,
-            make_sandbox(settings),
-            TaskRouter(threshold=settings.router.confidence_threshold),
-            koans_dir=args.koans_dir,
-        )
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
-    from service.db import migrate
-
-    migrate.upgrade(settings.db_url)  # like the daemon: Alembic to head, so the experiment_runs table exists
-    db = Database(settings.db_url)
-    for stage in stages:
-        with db.session() as s:
-            run_id = ExperimentRepository(s).start(stage, args.name, {"stage": stage, **vars(config)}).id
-        started = time.monotonic()
-        try:
-            result = experiment.run(stage)
-        except KeyboardInterrupt:
-            with db.session() as s:
-                ExperimentRepository(s).fail(run_id, "interrupted", status="interrupted")
-            raise
-        except Exception as exc:
-            with db.session() as s:
-                ExperimentRepository(s).fail(run_id, f"{type(exc).__name__}: {exc}")
-            raise
-        with db.session() as s:
-            ExperimentRepository(s).finish(run_id, _headline(stage, result), time.monotonic() - started)
-        print(
-            f"== {stage} done in {time.monotonic() - started:.0f} s → {experiment.result_path(stage)}",
-            flush=True,
-        )
-        print(json.dumps(_headline(stage, result), indent=1), flush=True)
-    return 0
-
-
-def _headline(stage: str, result: dict[str, Any]) -> dict[str, Any]:
-    """What goes into the database row: the stage's summary figures, not every per-koan score."""
-    keep = {
-        "seeds": ["examples", "seeds"],
-        "strategies": ["summary", "bytes_per_task"],
-        "heatmap": ["families", "matrix", "applied_check"],
-        "sequential": ["tasks", "R", "metrics", "base", "share_merges", "score"],
-        "subspace": ["disjoint_tasks", "other_seeds"],
-        "sweep": ["points", "held_out_task"],
-    }[stage]
-    out = {k: result[k] for k in keep if k in result}
-    out["wall_seconds_this_run"] = result.get("wall_seconds_this_run")
-    if stage == "subspace":
-        out = {
-            k: {"comparison_summary": v.get("comparison_summary"), "loo": v.get("leave_one_out_summary")}
-            for k, v in out.items()
-            if isinstance(v, dict)
-        }
-    return out
+    return run(args, _experiment_dir(args.name))
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -154,18 +63,13 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from service.experiments.report import markdown
+    from service.research.report import markdown
 
     root = _experiment_dir(args.name)
     if not (root / "config.json").exists():
         raise CliError(f"no experiment {args.name!r} in {root.parent}")
     print(markdown(root, args.figures, args.figures_link))
     return 0
-
-
-# The runner's stage names, spelled here so that building the parser does not import the runner (and torch);
-# tests/test_cli_ops.py pins that this tuple equals service.experiments.runner.STAGES.
-STAGES = ("seeds", "strategies", "heatmap", "sequential", "subspace", "sweep")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -105,15 +105,25 @@ def record_to_result(record: ProblemRecord) -> dict[str, Any]:
     return fix_response(record).model_dump()
 
 
-def _fix_via_server(url: str, code: str, mode: str, edition: str, diagnostics: str | None) -> dict[str, Any]:
+def _fix_via_server(
+    url: str, code: str, mode: str, edition: str, diagnostics: str | None, retries: int = 4
+) -> dict[str, Any]:
     import httpx
+
+    from service.client import RetryPolicy, post_with_retry
 
     payload: dict[str, Any] = {"code": code, "mode": mode, "edition": edition}
     if diagnostics is not None:
         payload["diagnostics"] = diagnostics
     endpoint = url.rstrip("/") + "/v1/fix"
     try:
-        response = httpx.post(endpoint, json=payload, timeout=get_settings().limits.request_timeout_s + 30)
+        response = post_with_retry(
+            endpoint,
+            payload,
+            timeout=get_settings().limits.request_timeout_s + 30,
+            policy=RetryPolicy(tries=retries + 1),
+            notify=lambda line: print(line, file=sys.stderr),
+        )
     except httpx.HTTPError as exc:
         raise CliError(f"cannot reach {endpoint}: {exc}") from exc
     try:
@@ -122,7 +132,8 @@ def _fix_via_server(url: str, code: str, mode: str, edition: str, diagnostics: s
         body = {"detail": response.text[:500]}
     if response.status_code >= 400:
         detail = body.get("detail") or body.get("message") or body if isinstance(body, dict) else body
-        raise CliError(f"server answered {response.status_code}: {detail}")
+        busy = " (still busy after retrying; try again later)" if response.status_code in (429, 503) else ""
+        raise CliError(f"server answered {response.status_code}: {detail}{busy}")
     if not isinstance(body, dict) or "fixed" not in body or "code" not in body:
         raise CliError(f"unexpected answer from {endpoint}: {str(body)[:300]}")
     return body
@@ -165,8 +176,10 @@ def run_fix(args: argparse.Namespace) -> int:
     diagnostics_text = _read_text(args.diagnostics, "diagnostics file") if args.diagnostics else None
     if args.max_attempts is not None and args.max_attempts < 0:
         raise CliError("--max-attempts must be >= 0")
+    if args.retries < 0:
+        raise CliError("--retries must be >= 0")
     if args.server:
-        result = _fix_via_server(args.server, code, args.mode, args.edition, diagnostics_text)
+        result = _fix_via_server(args.server, code, args.mode, args.edition, diagnostics_text, args.retries)
     else:
         diagnostics = parse_client_output(diagnostics_text) if diagnostics_text is not None else None
         if diagnostics_text is not None and not diagnostics:
@@ -192,4 +205,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--max-attempts", type=int, default=None, help="model attempts (default: settings)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--server", metavar="URL", help="ask a running dreamfix server instead")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=4,
+        help="with --server: retries on 429/503, waiting Retry-After (capped at 30 s) or a backoff (default 4)",
+    )
     parser.set_defaults(handler=run_fix)

@@ -1,4 +1,5 @@
-"""Alembic, configured in code (no alembic.ini): the script location is the repository's ``migrations/``."""
+"""Alembic, configured in code (no alembic.ini): the script location is the repository's ``migrations/``, or in
+an installed wheel the copy shipped inside this package (``service/db/_data/migrations``, see setup.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+_BUNDLED = Path(__file__).resolve().parent / "_data" / "migrations"
+MIGRATIONS_DIR = _BUNDLED if _BUNDLED.is_dir() else Path(__file__).resolve().parents[2] / "migrations"
 
 
 def alembic_config(url: str) -> Config:

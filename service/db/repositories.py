@@ -91,6 +91,16 @@ class RunRepository:
             q = q.where(Run.kind == kind)
         return self.s.scalars(q).all()
 
+    def last_succeeded(self, kind: str) -> Run | None:
+        """The most recently finished successful run of ``kind`` (any replica's)."""
+        stmt = (
+            select(Run)
+            .where(Run.kind == kind, Run.status == "succeeded", Run.finished_at.is_not(None))
+            .order_by(Run.finished_at.desc())
+            .limit(1)
+        )
+        return self.s.scalars(stmt).first()
+
     def running(self, kind: str | None = None) -> Sequence[Run]:
         q = select(Run).where(Run.status.in_(("queued", "running")))
         if kind:

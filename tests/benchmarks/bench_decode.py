@@ -88,7 +88,11 @@ def measure_runtime(rt: ModelRuntime, batch: list[list[dict[str, str]]], tokens:
     decoded = max(g.completion_tokens for g in out)
     return {
         "prefill_tok_s": prompt_tokens / t_prefill,
-        "decode_tok_s": len(batch) * max(decoded - 1, 1) / max(t_full - t_prefill, 1e-9),
+        # The decode rate is the extra time beyond the prefill; a load spike can make that difference
+        # meaningless (≤ 0), which is reported as NaN rather than an absurd rate.
+        "decode_tok_s": len(batch) * (decoded - 1) / (t_full - t_prefill)
+        if t_full > t_prefill
+        else float("nan"),
         "texts": [g.text for g in out],
     }
 

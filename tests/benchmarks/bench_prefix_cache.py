@@ -24,9 +24,9 @@ from learner.share.prefix import FrozenPrefix
 from learner.share.seeds import SeedConfig, train_lora_seed
 from router import TaskRouter
 from service.compose import load_runtime, make_sandbox
-from service.experiments.data import eval_items
-from service.experiments.runner import ExperimentConfig
-from service.experiments.scoring import reference_nll
+from service.research.data import eval_items
+from service.research.experiment import ExperimentConfig
+from service.research.scoring import reference_nll
 from service.settings import get_settings
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service.experiments.runner import STAGES
+from service.research import STAGES
 
 
 def _load(root: Path, stage: str) -> dict[str, Any] | None:

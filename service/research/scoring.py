@@ -26,7 +26,7 @@ from learner.runtime import GenerationParams, ModelRuntime
 from learner.share.examples import IGNORE_INDEX, encode_example
 from learner.share.prefix import FrozenPrefix, answer_nll
 from router.table import Route
-from service.experiments.data import EvalItem
+from service.research.data import EvalItem
 
 ONE_SHOT = Strategy("one-shot", max_attempts=1, sample_on_stall=False)
 HINTS_ONE_SHOT = Strategy("one-shot-hints", max_attempts=1, hints=True, sample_on_stall=False)

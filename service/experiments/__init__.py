@@ -1,1 +1,0 @@
-"""Continual-learning experiments (``dreamfix experiment``): metrics and plots."""

@@ -1,0 +1,104 @@
+"""``dreamfix experiment run`` behind the CLI's lazy import: the config from the options, then each stage
+run and recorded in the ``experiment_runs`` table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from agent.generators import registry
+from router import TaskRouter
+from service.cli import CliError
+from service.compose import load_runtime, make_sandbox
+from service.db import migrate
+from service.db.repositories import ExperimentRepository
+from service.db.session import Database
+from service.research import STAGES
+from service.research.experiment import Experiment, ExperimentConfig
+from service.settings import get_settings
+
+
+def config_from(args: argparse.Namespace) -> ExperimentConfig:
+    values: dict[str, Any] = {}
+    for f in fields(ExperimentConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            values[f.name] = value
+    try:
+        config = ExperimentConfig(**values)
+    except (TypeError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    unknown = sorted(set(config.tasks) - set(registry()))
+    if unknown:
+        raise CliError(f"unknown task(s) {unknown}; tasks are koan families: {', '.join(sorted(registry()))}")
+    if len(config.tasks) < 2:
+        raise CliError("an experiment needs at least two tasks")
+    return config
+
+
+def run(args: argparse.Namespace, root: Path) -> int:
+    """``dreamfix experiment run``: the stages asked for, each recorded in ``experiment_runs``."""
+    stages = list(STAGES) if "all" in args.stage else list(dict.fromkeys(args.stage))
+    settings = get_settings()
+    config = config_from(args)
+    runtime = load_runtime(settings)
+    try:
+        experiment = Experiment(
+            root,
+            config,
+            runtime,
+            make_sandbox(settings),
+            TaskRouter(threshold=settings.router.confidence_threshold),
+            koans_dir=args.koans_dir,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    migrate.upgrade(settings.db_url)  # like the daemon: Alembic to head, so the experiment_runs table exists
+    db = Database(settings.db_url)
+    for stage in stages:
+        with db.session() as s:
+            run_id = ExperimentRepository(s).start(stage, args.name, {"stage": stage, **vars(config)}).id
+        started = time.monotonic()
+        try:
+            result = experiment.run(stage)
+        except KeyboardInterrupt:
+            with db.session() as s:
+                ExperimentRepository(s).fail(run_id, "interrupted", status="interrupted")
+            raise
+        except Exception as exc:
+            with db.session() as s:
+                ExperimentRepository(s).fail(run_id, f"{type(exc).__name__}: {exc}")
+            raise
+        with db.session() as s:
+            ExperimentRepository(s).finish(run_id, headline(stage, result), time.monotonic() - started)
+        print(
+            f"== {stage} done in {time.monotonic() - started:.0f} s → {experiment.result_path(stage)}",
+            flush=True,
+        )
+        print(json.dumps(headline(stage, result), indent=1), flush=True)
+    return 0
+
+
+def headline(stage: str, result: dict[str, Any]) -> dict[str, Any]:
+    """What goes into the database row: the stage's summary figures, not every per-koan score."""
+    keep = {
+        "seeds": ["examples", "seeds"],
+        "strategies": ["summary", "bytes_per_task"],
+        "heatmap": ["families", "matrix", "applied_check"],
+        "sequential": ["tasks", "R", "metrics", "base", "share_merges", "score"],
+        "subspace": ["disjoint_tasks", "other_seeds"],
+        "sweep": ["points", "held_out_task"],
+    }[stage]
+    out = {k: result[k] for k in keep if k in result}
+    out["wall_seconds_this_run"] = result.get("wall_seconds_this_run")
+    if stage == "subspace":
+        out = {
+            k: {"comparison_summary": v.get("comparison_summary"), "loo": v.get("leave_one_out_summary")}
+            for k, v in out.items()
+            if isinstance(v, dict)
+        }
+    return out
