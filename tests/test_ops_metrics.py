@@ -55,7 +55,10 @@ def live(
 
 def test_metrics_after_a_fix_request(live: tuple[httpx.Client, Services]) -> None:
     client, _ = live
-    assert client.post("/v1/fix", json={"code": MOVED}).status_code == 200
+    fixed = client.post("/v1/fix", json={"code": MOVED})
+    assert fixed.status_code == 200
+    # rustc's suggestions settle some fixes in the fast lane, which never waits in the model queue.
+    model_jobs = 0 if {a["strategy"] for a in fixed.json()["attempts"]} <= {"suggestions"} else 1
     values = samples(client.get("/metrics").text)
     assert named(values, "process_cpu_seconds_total") and named(values, "process_resident_memory_bytes")
     assert named(values, "python_info")
@@ -63,7 +66,7 @@ def test_metrics_after_a_fix_request(live: tuple[httpx.Client, Services]) -> Non
     assert value == 1 and dict(labels)["version"] == build_version() and dict(labels)["python"]
     assert not named(values, "dreamfix_pass_rate")  # replaced by counters
     assert sum(named(values, "dreamfix_fixes_total").values()) == 1
-    assert named(values, "dreamfix_queue_wait_seconds_count")[()] == 1
+    assert named(values, "dreamfix_queue_wait_seconds_count")[()] == model_jobs
     checks = named(values, "dreamfix_rustc_check_seconds_count")
     assert sum(checks.values()) >= 1 and set(checks) <= {(("cached", "false"),), (("cached", "true"),)}
     assert sum(named(values, "dreamfix_rustc_check_seconds_sum").values()) > 0
