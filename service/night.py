@@ -358,6 +358,7 @@ class Night:
                     max_length=night.max_length,
                     seed=share.seed,
                     progress=False,
+                    copy_weight=night.copy_weight,
                 )
                 res = phase2(runtime.model, runtime.tokenizer, shadow.bank, examples, cfg2, task=task)
                 candidates[task] = res.coeffs

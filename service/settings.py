@@ -81,6 +81,7 @@ class NightSettings(BaseModel):
     gate_max_attempts: int = 1  # 1 = one-shot gate: exact with the routed-subset shortcut (docs/service.md)
     seed_steps: int = 60
     max_length: int = 1024
+    copy_weight: float = Field(default=1.0, ge=0.0, le=1.0)  # edit-weighted loss; 1 = plain, 0 = mask copies
     heartbeat_s: float = 30.0
     eval_limit: int | None = None  # evaluate only the first N eval koans (tests, smoke runs)
     tasks: list[str] | None = None  # train only these tasks tonight (default: every task with enough data)
