@@ -21,6 +21,7 @@ from agent.koans import Koan
 POOL_SEED_BASE = 7_000_000_000
 GATE_SEED = POOL_SEED_BASE + 1
 TEST_SEED = POOL_SEED_BASE + 2
+POOL_SIZE = 200  # problems per pool by default (about 10 per family)
 
 
 def source_hash(source: str) -> str:

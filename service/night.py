@@ -30,6 +30,7 @@ from agent.dataset import verify_examples
 from agent.generators import near_any, normalize, registry
 from agent.koans import Koan, eval_koans, train_koans
 from agent.loop import DEFAULT_OUTPUT_FORMAT, Strategy
+from agent.pools import POOL_SIZE, Pools, build_pools
 from agent.problems import Problem
 from agent.prompt import training_example
 from agent.sandbox import Job, Sandbox
@@ -80,9 +81,15 @@ class EvalGuard:
         return near_any(text, self.texts, EVAL_SIMILARITY_LIMIT)
 
 
-def collect_pairs(ctx: RunContext, sandbox: Sandbox, koans_dir: Path | None = None) -> list[Pair]:
+def collect_pairs(
+    ctx: RunContext, sandbox: Sandbox, koans_dir: Path | None = None, pools: Pools | None = None
+) -> list[Pair]:
+    """Training pairs: train koans, every verified fix (distinct fixes of one program all kept), generator
+    draws; minus eval koans (and near copies) and anything that hashes into the gate/test pools."""
     settings = ctx.settings
-    guard = EvalGuard(eval_koans(koans_dir))
+    evals = eval_koans(koans_dir)
+    guard = EvalGuard(evals)
+    pools = pools if pools is not None else build_pools(POOL_SIZE, POOL_SIZE, evals)
     pairs = [Pair(k.broken, k.fixed, "koan", k.id, k.mode, k.edition) for k in train_koans(koans_dir)]
     with ctx.db.session() as s:
         for p in EpisodeRepository(s).verified_fixes():
@@ -90,19 +97,23 @@ def collect_pairs(ctx: RunContext, sandbox: Sandbox, koans_dir: Path | None = No
                 pairs.append(Pair(p.source, p.final_code, p.origin, p.problem_ref, p.mode, p.edition))
     pairs += generated_pairs(settings.night.generated_examples, sandbox, seed=ctx.run_id)
     kept: list[Pair] = []
-    seen: set[str] = set()
-    blocked = 0
+    seen: set[tuple[str, str]] = set()
+    blocked = in_pools = 0
     for pair in pairs:
-        key = normalize(pair.source)
+        key = (normalize(pair.source), normalize(pair.fixed))
         if key in seen:
             continue
         seen.add(key)
+        if pools.blocks(pair.source) or pools.blocks(pair.fixed):
+            in_pools += 1
+            continue
         if guard.blocks(pair):
             blocked += 1
             continue
         kept.append(pair)
     ctx.summary["pairs"] = len(kept)
     ctx.summary["pairs_blocked_as_eval"] = blocked
+    ctx.summary["pairs_blocked_as_pool"] = in_pools
     ctx.log(f"training pairs: {len(kept)} kept, {blocked} dropped as (near) eval koans")
     return kept
 
