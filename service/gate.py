@@ -6,7 +6,8 @@ carry information: ``wins`` (candidate fixes, served does not) and ``losses`` (t
 hypothesis "no difference" each discordant pair is a win with probability 1/2, so the one-sided p-value of
 the sign test is P[Binomial(wins + losses, 1/2) >= wins]. The candidate is promoted when
 
-* p < ``alpha`` (default 0.05),
+* p <= ``alpha`` (default 0.05; p is a multiple of 2^-n, so it never equals 0.05; alpha = 1 switches the
+  test off, for smoke runs with a model that cannot show a gain),
 * net gain ``wins - losses`` >= ``min_net_gain`` (default 2 problems), and
 * no family loses more than ``max_family_net_loss`` problems net (default 1).
 
@@ -103,8 +104,8 @@ def paired_gate(
         promoted, reason = False, f"family {worst[0]} loses {-worst[1]} problem(s) net"
     elif net < config.min_net_gain:
         promoted, reason = False, f"net gain {net} < {config.min_net_gain} (wins {wins}, losses {losses})"
-    elif p >= config.alpha:
-        promoted, reason = False, f"sign test p = {p:.4f} >= {config.alpha} (wins {wins}, losses {losses})"
+    elif p > config.alpha:
+        promoted, reason = False, f"sign test p = {p:.4f} > {config.alpha} (wins {wins}, losses {losses})"
     else:
         promoted, reason = True, f"promoted: +{net} net (wins {wins}, losses {losses}), p = {p:.4f}"
     return GateResult(

@@ -8,10 +8,13 @@
    training data is exactly what that task's coefficients will be asked to fix.
 3. Training. No basis yet: one LoRA seed per task, Phase 1 → bases, analytic coefficients. Basis present:
    Phase 2 per task in the frozen bases.
-4. Gate on the frozen eval split, on a private copy of the model. A candidate is promoted only if its task's
-   eval pass rate does not drop and no eval koan regresses. With a one-shot gate (the default) only koans
-   routed to the candidate's task can change — every other row runs bit-identical coefficients — so only
-   those are re-run; with a multi-attempt gate every koan is re-run (routes can move between attempts).
+4. Gate, on a private copy of the model: served version and candidate run the same verified gate-pool
+   problems (agent/pools.py, held-out generator seeds) with the gate strategy, and the candidate is promoted
+   only on ``service.gate.paired_gate``'s decision (one-sided paired sign test, minimum net gain, per-family
+   loss cap), stored as ``paired_gate`` in the version's gate JSON and the run summary. The frozen eval koans
+   are still run and reported (``koans_passed``) but never decide. With a one-shot gate (the default) only
+   problems routed to the candidate's task can change — every other row runs bit-identical coefficients — so
+   only those are re-run; with a multi-attempt gate everything is re-run (routes can move between attempts).
 5. Promotion: rows, statuses and the route epoch change in one transaction at the very end; replicas (and
    this process) hot-swap on the epoch. A rejected version is kept with its reason.
 """
@@ -43,6 +46,7 @@ from service.db.repositories import (
     RunRepository,
 )
 from service.db.session import Database
+from service.gate import GateConfig, paired_gate
 from service.jobs import RunConflict, RunContext
 from service.serving import ServingRuntime
 from service.settings import Settings
@@ -203,12 +207,71 @@ def gate_strategy(settings: Settings) -> Strategy:
 
 
 def evaluate(serving: ServingRuntime, koans: Sequence[Koan], strategy: Strategy) -> dict[str, bool]:
-    if not koans:
+    return evaluate_problems(serving, [Problem.from_koan(k) for k in koans], strategy)
+
+
+def evaluate_problems(
+    serving: ServingRuntime, problems: Sequence[Problem], strategy: Strategy
+) -> dict[str, bool]:
+    """problem id → fixed, with the loop main builds today (the one place to swap for issue 14's builder)."""
+    if not problems:
         return {}
-    records = serving.make_loop(serving.pinned_snapshot()).run(
-        [Problem.from_koan(k) for k in koans], strategy
-    )
+    records = serving.make_loop(serving.pinned_snapshot()).run(list(problems), strategy)
     return {r.problem_id: r.fixed for r in records}
+
+
+@dataclass
+class GatePool:
+    """The verified gate-pool problems, their families and the task each routes to."""
+
+    problems: list[Problem]
+    family_of: dict[str, str]
+    task_of: dict[str, str | None]
+
+    def of_task(self, task: str) -> list[Problem]:
+        return [p for p in self.problems if self.task_of[p.id] == task]
+
+
+def gate_pool(ctx: RunContext, sandbox: Sandbox, serving: ServingRuntime, pools: Pools) -> GatePool:
+    """The gate pool's examples that verify (broken fails with its codes, fix passes its tests) as problems."""
+    verdicts = verify_examples(sandbox, pools.gate)
+    problems = [
+        Problem(f"gate-{i:04d}-{e.family}", e.broken, e.mode, e.edition, e.tests, e.family)
+        for i, (e, why) in enumerate(zip(pools.gate, verdicts, strict=True))
+        if why is None
+    ]
+    results = sandbox.check_many([Job(p.source, p.mode, p.edition) for p in problems])
+    task_of = {p.id: serving.router.route(r.diagnostics).task for p, r in zip(problems, results, strict=True)}
+    ctx.summary["gate_pool"] = {"drawn": len(pools.gate), "verified": len(problems)}
+    ctx.log(f"gate pool: {len(problems)} of {len(pools.gate)} drawn problems verify")
+    return GatePool(problems, {p.id: p.family or "?" for p in problems}, task_of)
+
+
+def gate_config(settings: Settings) -> GateConfig:
+    night = settings.night
+    return GateConfig(
+        alpha=night.gate_alpha,
+        min_net_gain=night.gate_min_net_gain,
+        max_family_net_loss=night.gate_max_family_net_loss,
+    )
+
+
+def paired_decision(
+    koan_report: dict[str, Any],
+    served: Mapping[str, bool],
+    candidate: Mapping[str, bool],
+    pool: GatePool,
+    config: GateConfig,
+) -> dict[str, Any]:
+    """The promotion decision is the paired gate's on the gate pool; the eval-koan comparison rides along
+    report-only (``koans_passed`` is what the old koan gate would have said)."""
+    report = {k: v for k, v in koan_report.items() if k not in ("passed", "reason")}
+    report["koans_passed"] = koan_report["passed"]
+    report["koans_reason"] = koan_report["reason"]
+    if not pool.problems:
+        return {**report, "passed": False, "reason": "the gate pool is empty", "paired_gate": None}
+    result = paired_gate(served, {**served, **candidate}, pool.family_of, config)
+    return {**report, "passed": result.promoted, "reason": result.reason, "paired_gate": result.as_json()}
 
 
 def pass_rate(results: Mapping[str, bool], ids: Sequence[str]) -> float | None:
@@ -290,7 +353,8 @@ class Night:
         model_id = runtime.model_id
         ctx.log(f"night model {model_id} loaded")
 
-        pairs = collect_pairs(ctx, self.sandbox, self.koans_dir)
+        pools = build_pools(night.gate_pool, night.test_pool, eval_koans(self.koans_dir))
+        pairs = collect_pairs(ctx, self.sandbox, self.koans_dir, pools)
         data = examples_by_task(ctx, pairs, self.sandbox, shadow)
         lock.renew()
         if not data:
@@ -298,6 +362,7 @@ class Night:
             return {**ctx.summary, "candidates": {}}
 
         evals = eval_set(ctx, self.sandbox, shadow, self.koans_dir)
+        pool = gate_pool(ctx, self.sandbox, shadow, pools)
         strategy = gate_strategy(self.settings)
         adapters_dir = self.settings.adapters_dir
         (adapters_dir / "tasks").mkdir(parents=True, exist_ok=True)
@@ -313,6 +378,7 @@ class Night:
         if basis_path is None:
             # First night: baseline is the base model; seeds → Phase 1.
             baseline = evaluate(shadow, evals.koans, strategy)
+            served_gate = evaluate_problems(shadow, pool.problems, strategy)
             seeds = {}
             for task, examples in data.items():
                 ctx.log(f"LoRA seed {task}: {len(examples)} examples, {night.seed_steps} steps")
@@ -357,6 +423,7 @@ class Night:
                 shadow.bank = attach_share(runtime.model, bases, base_model_id=model_id)
                 runtime.bank = shadow.bank
             baseline = evaluate(shadow, evals.koans, strategy)
+            served_gate = evaluate_problems(shadow, pool.problems, strategy)
             candidates = {}
             phase2_results = {}
             for task, examples in data.items():
@@ -378,11 +445,15 @@ class Night:
                 lock.renew()
 
             if self._merge_due(latest_run_id=latest_basis_run):
-                return self._merge_night(ctx, shadow, evals, baseline, phase2_results, model_id, started)
+                return self._merge_night(
+                    ctx, shadow, evals, baseline, pool, served_gate, phase2_results, model_id, started
+                )
 
         bank = shadow.bank
         assert bank is not None
         ctx.summary["eval_pass_baseline"] = pass_rate(baseline, list(baseline))
+        ctx.summary["gate_pass_baseline"] = pass_rate(served_gate, list(served_gate))
+        config = gate_config(self.settings)
         decisions: dict[str, dict[str, Any]] = {}
         files: dict[str, tuple[int, Path]] = {}
         with self.db.session() as s:  # the night lock makes these numbers ours until the promotion
@@ -402,9 +473,16 @@ class Night:
             previous = bank.coefficients(task) if task in bank.tasks() else None
             previous_version = bank.version(task) if previous is not None else None
             bank.set_task(task, coeffs, version)
-            subset = evals.of_task(task) if strategy.max_attempts == 1 else evals.koans
+            # one-shot: only problems routed to the task can change (every other row runs the same
+            # coefficients), so only those are re-run; with more attempts, everything is.
+            one_shot = strategy.max_attempts == 1
+            subset = evals.of_task(task) if one_shot else evals.koans
             results = evaluate(shadow, subset, strategy)
-            decisions[task] = gate_decision(task, evals, baseline, results)
+            gate_subset = pool.of_task(task) if one_shot else pool.problems
+            gate_results = evaluate_problems(shadow, gate_subset, strategy)
+            decisions[task] = paired_decision(
+                gate_decision(task, evals, baseline, results), served_gate, gate_results, pool, config
+            )
             ctx.log(f"gate {task}@v{version}: {decisions[task]['reason']}")
             if previous is not None and previous_version is not None:
                 bank.set_task(task, previous, previous_version)
@@ -448,6 +526,8 @@ class Night:
         shadow: ServingRuntime,
         evals: EvalSet,
         baseline: Mapping[str, bool],
+        pool: GatePool,
+        served_gate: Mapping[str, bool],
         phase2_results: Mapping[str, Any],
         model_id: str,
         started: float,
@@ -482,8 +562,16 @@ class Night:
             repo = AdapterRepository(s)
             versions = {task: repo.next_version(task) for task in merged.coefficients}
         bank.replace_bases(merged.bases, merged.coefficients, versions)
-        results = evaluate(shadow, evals.koans, gate_strategy(self.settings))
-        decisions = {task: gate_decision(task, evals, baseline, results) for task in merged.coefficients}
+        strategy = gate_strategy(self.settings)
+        results = evaluate(shadow, evals.koans, strategy)
+        gate_results = evaluate_problems(shadow, pool.problems, strategy)
+        config = gate_config(self.settings)
+        decisions = {
+            task: paired_decision(
+                gate_decision(task, evals, baseline, results), served_gate, gate_results, pool, config
+            )
+            for task in merged.coefficients
+        }
         passed = all(d["passed"] for d in decisions.values())
         reason = (
             "passed the gate"
@@ -510,6 +598,7 @@ class Night:
                 "reconstruction_error": errors.get(task),
             }
         ctx.summary["eval_pass_baseline"] = pass_rate(baseline, list(baseline))
+        ctx.summary["gate_pass_baseline"] = pass_rate(dict(served_gate), list(served_gate))
         ctx.summary["merge"] = {"basis_id": basis_id, "reconstruction_errors": errors, "passed": passed}
         promoted = self._record(ctx, merged.coefficients, decisions, files, basis_id, model_id)
         if self.live is not None:

@@ -98,3 +98,12 @@ def test_mismatched_pools_are_refused() -> None:
         paired_gate({}, {}, {})
     with pytest.raises(GateInputError):
         paired_gate({"a": True}, {"a": True}, {})
+
+
+def test_alpha_one_and_no_minimum_gain_turn_the_statistics_off_but_keep_the_family_cap() -> None:
+    served = {"a": False, "b": True}
+    family_of = {"a": "f", "b": "g"}
+    assert not paired_gate(served, dict(served), family_of).promoted  # a tie never passes the real gate
+    off = GateConfig(alpha=1.0, min_net_gain=0, max_family_net_loss=0)
+    assert paired_gate(served, dict(served), family_of, off).promoted
+    assert not paired_gate(served, {"a": False, "b": False}, family_of, off).promoted

@@ -98,3 +98,38 @@ def test_second_night_merges_with_phase3_and_reports_reconstruction(
         assert rows[0].basis_id == merge["basis_id"] != rows[1].basis_id
         assert rows[0].gate["merge"] is True
     services.stop()
+
+
+@pytest.mark.slow
+def test_night_promotes_only_on_the_paired_gate_over_the_gate_pool(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """End to end with the tiny model: the night runs served and candidate on the verified gate pool with the
+    gate strategy and decides by ``paired_gate`` at its real settings. The tiny model cannot fix anything, so
+    there is no discordant pair: every candidate is rejected by the sign test and nothing is served; the eval
+    koans are reported but do not decide (their old gate would have passed a 0% → 0% candidate)."""
+    settings = make_settings(tmp_path, tiny_model_dir)
+    settings.night.eval_limit = 4
+    settings.night.gate_pool = 5
+    settings.night.gate_alpha = 0.05
+    settings.night.gate_min_net_gain = 2
+    services = Services.build(settings)
+    run_id = services.jobs.run_now("night")
+    with services.db.session() as s:
+        run = RunRepository(s).get(run_id)
+        assert run is not None and run.status == "succeeded", run and run.error
+        summary = run.summary
+        assert summary["gate_pool"]["drawn"] == 5 and 1 <= summary["gate_pool"]["verified"] <= 5
+        assert summary["candidates"] and summary["promoted"] == []
+        for task, decision in summary["gate"].items():
+            gate = decision["paired_gate"]
+            assert gate["n"] == summary["gate_pool"]["verified"]
+            assert (gate["wins"], gate["losses"], gate["promoted"]) == (0, 0, False)
+            assert decision["passed"] is False and decision["reason"] == gate["reason"]
+            assert "net gain 0 < 2" in gate["reason"]
+            assert decision["koans_passed"] is True  # report-only: it would have promoted
+            rows = AdapterRepository(s).versions(task)
+            assert [r.status for r in rows] == ["rejected"]
+            assert rows[0].gate["paired_gate"] == gate
+        assert AdapterRepository(s).active_for("moves") is None
+    services.stop()
