@@ -35,8 +35,10 @@ from agent.koans import Koan, eval_koans, train_koans
 from agent.loop import DEFAULT_OUTPUT_FORMAT, Strategy
 from agent.pools import POOL_SIZE, Pools, build_pools
 from agent.problems import Problem
-from agent.prompt import training_example
+from agent.prompt import build_messages
 from agent.sandbox import Job, Sandbox
+from router.table import BASE_ROW
+from service.compose import generation_params, model_fns
 from service.db.repositories import (
     AdapterRepository,
     BasisRepository,
@@ -48,6 +50,7 @@ from service.db.repositories import (
 from service.db.session import Database
 from service.gate import GateConfig, paired_gate
 from service.jobs import RunConflict, RunContext
+from service.self_data import SelfProblem, Target, reference_answer, self_generated_targets
 from service.serving import ServingRuntime
 from service.settings import Settings
 
@@ -66,6 +69,7 @@ class Pair:
     ref: str
     mode: str = "bin"
     edition: str = "2021"
+    tests: str | None = None  # what a sampled fix must also pass (koans, generator draws)
 
 
 class EvalGuard:
@@ -94,7 +98,9 @@ def collect_pairs(
     evals = eval_koans(koans_dir)
     guard = EvalGuard(evals)
     pools = pools if pools is not None else build_pools(POOL_SIZE, POOL_SIZE, evals)
-    pairs = [Pair(k.broken, k.fixed, "koan", k.id, k.mode, k.edition) for k in train_koans(koans_dir)]
+    pairs = [
+        Pair(k.broken, k.fixed, "koan", k.id, k.mode, k.edition, k.tests) for k in train_koans(koans_dir)
+    ]
     with ctx.db.session() as s:
         for p in EpisodeRepository(s).verified_fixes():
             if p.final_code and p.final_code != p.source:
@@ -138,7 +144,7 @@ def generated_pairs(n: int, sandbox: Sandbox, seed: int) -> list[Pair]:
             draws.append(gens[family](rng))
     problems = verify_examples(sandbox, draws)
     return [
-        Pair(e.broken, e.fixed, "generated", f"gen:{e.family}:{e.shape}", e.mode, e.edition)
+        Pair(e.broken, e.fixed, "generated", f"gen:{e.family}:{e.shape}", e.mode, e.edition, e.tests)
         for e, problem in zip(draws, problems, strict=True)
         if problem is None
     ]
@@ -147,24 +153,62 @@ def generated_pairs(n: int, sandbox: Sandbox, seed: int) -> list[Pair]:
 def examples_by_task(
     ctx: RunContext, pairs: Sequence[Pair], sandbox: Sandbox, serving: ServingRuntime
 ) -> dict[str, list[tuple[list[dict[str, str]], str]]]:
+    """(messages, answer) training examples per routed task. With ``night.self_samples`` = k > 0 the targets
+    are self-generated and verified (service/self_data.py): the model's own verified greedy reply, else up to
+    k distinct verified sampled replies word for word, else the reference fix with a cause sentence."""
     settings = ctx.settings
+    wanted = set(settings.night.tasks) if settings.night.tasks else None
     results = sandbox.check_many([Job(p.source, p.mode, p.edition) for p in pairs])
-    grouped: dict[str, list[tuple[list[dict[str, str]], str]]] = defaultdict(list)
+    snapshot = serving.pinned_snapshot()
+    routed: list[tuple[str, SelfProblem]] = []
     for pair, result in zip(pairs, results, strict=True):
         if result.ok or not result.diagnostics:
             continue
         decision = serving.router.route(result.diagnostics)
-        if decision.task is None:
+        if decision.task is None or (wanted is not None and decision.task not in wanted):
             continue
-        example = training_example(
-            pair.source, result.diagnostics, pair.fixed, settings.agent.hints, DEFAULT_OUTPUT_FORMAT
+        row = snapshot.task_index.get(decision.task, BASE_ROW) if snapshot is not None else BASE_ROW
+        problem = SelfProblem(
+            pair.source, result.diagnostics, pair.fixed, pair.mode, pair.edition, pair.tests, row
         )
-        grouped[decision.task].append(example)
+        routed.append((decision.task, problem))
+    problems = [p for _, p in routed]
+    k = settings.night.self_samples
+    if k > 0 and serving.runtime is not None:
+        generate, sample = night_model_fns(serving, snapshot)
+        targets, stats = self_generated_targets(
+            problems,
+            sandbox,
+            generate,
+            sample,
+            k=k,
+            seed=ctx.run_id * 1_000_003,
+            hints=settings.agent.hints,
+            output_format=DEFAULT_OUTPUT_FORMAT,
+        )
+        ctx.summary["self_data"] = stats.as_json()
+        ctx.log(f"self-generated data: {stats.as_json()}")
+    else:
+        targets = [
+            [
+                Target(
+                    build_messages(
+                        p.source,
+                        p.diagnostics,
+                        hints=settings.agent.hints,
+                        output_format=DEFAULT_OUTPUT_FORMAT,
+                    ),
+                    reference_answer(p, DEFAULT_OUTPUT_FORMAT),
+                    "reference",
+                )
+            ]
+            for p in problems
+        ]
+    grouped: dict[str, list[tuple[list[dict[str, str]], str]]] = defaultdict(list)
+    for (task, _), problem_targets in zip(routed, targets, strict=True):
+        grouped[task].extend((t.messages, t.answer) for t in problem_targets)
     out: dict[str, list[tuple[list[dict[str, str]], str]]] = {}
-    wanted = set(settings.night.tasks) if settings.night.tasks else None
     for task, examples in sorted(grouped.items()):
-        if wanted is not None and task not in wanted:
-            continue
         if len(examples) < settings.night.min_examples_per_task:
             ctx.log(f"task {task}: {len(examples)} examples, below the minimum; skipped")
             continue
@@ -184,6 +228,12 @@ class EvalSet:
 
     def of_task(self, task: str) -> list[Koan]:
         return [k for k in self.koans if self.task_of[k.id] == task]
+
+
+def night_model_fns(serving: ServingRuntime, snapshot: Any) -> tuple[Any, Any]:
+    """Greedy ``generate`` and seeded ``sample`` over the night's model with serving's decode settings."""
+    assert serving.runtime is not None
+    return model_fns(serving.runtime, generation_params(serving.settings), snapshot)
 
 
 def eval_set(ctx: RunContext, sandbox: Sandbox, serving: ServingRuntime, koans_dir: Path | None) -> EvalSet:

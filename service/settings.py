@@ -85,6 +85,9 @@ class NightSettings(BaseModel):
     heartbeat_s: float = 30.0
     eval_limit: int | None = None  # evaluate only the first N eval koans (tests, smoke runs)
     tasks: list[str] | None = None  # train only these tasks tonight (default: every task with enough data)
+    # k replies sampled per training problem the model fails greedily, verified, kept word for word
+    # (service/self_data.py); 0 = reference fixes only (with a cause sentence)
+    self_samples: int = Field(default=4, ge=0, le=64)
     # The paired gate (service/gate.py) on generated problems from held-out seeds (agent/pools.py).
     gate_pool: int = Field(default=200, ge=0)  # gate-pool problems drawn (verified ones are used)
     test_pool: int = Field(default=200, ge=0)  # test-pool problems (only kept apart from training here)

@@ -113,6 +113,7 @@ def test_night_promotes_only_on_the_paired_gate_over_the_gate_pool(
     settings.night.gate_pool = 5
     settings.night.gate_alpha = 0.05
     settings.night.gate_min_net_gain = 2
+    settings.night.self_samples = 2  # the training data is self-generated too (service/self_data.py)
     services = Services.build(settings)
     run_id = services.jobs.run_now("night")
     with services.db.session() as s:
@@ -121,6 +122,10 @@ def test_night_promotes_only_on_the_paired_gate_over_the_gate_pool(
         summary = run.summary
         assert summary["gate_pool"]["drawn"] == 5 and 1 <= summary["gate_pool"]["verified"] <= 5
         assert summary["candidates"] and summary["promoted"] == []
+        self_data = summary["self_data"]
+        assert self_data["problems"] > 0 and self_data["samples"] == 2 * (
+            self_data["problems"] - self_data["greedy_pass"]
+        )
         for task, decision in summary["gate"].items():
             gate = decision["paired_gate"]
             assert gate["n"] == summary["gate_pool"]["verified"]
