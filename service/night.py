@@ -488,7 +488,15 @@ class Night:
                     progress=False,
                     copy_weight=night.copy_weight,
                 )
-                res = phase2(runtime.model, runtime.tokenizer, shadow.bank, examples, cfg2, task=task)
+                # Warm start from the served version of the task (it lives in this basis: sync installed
+                # only those), so a night refines what is served instead of starting from noise.
+                served = shadow.bank.tasks()
+                init = shadow.bank.coefficients(task) if task in served else None
+                if init is not None:
+                    ctx.summary.setdefault("warm_start", {})[task] = f"{task}@v{shadow.bank.version(task)}"
+                res = phase2(
+                    runtime.model, runtime.tokenizer, shadow.bank, examples, cfg2, task=task, init=init
+                )
                 candidates[task] = res.coeffs
                 phase2_results[task] = res
                 ctx.summary.setdefault("losses", {})[task] = [res.losses[0], res.losses[-1]]

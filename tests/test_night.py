@@ -138,3 +138,43 @@ def test_night_promotes_only_on_the_paired_gate_over_the_gate_pool(
             assert rows[0].gate["paired_gate"] == gate
         assert AdapterRepository(s).active_for("moves") is None
     services.stop()
+
+
+@pytest.mark.slow
+def test_night_two_phase2_starts_from_night_ones_served_coefficients(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """Night 1 (statistics off in make_settings, so its candidates are served) makes the basis; night 2's
+    Phase 2 warm-starts from the served coefficients: with a vanishing learning rate its candidates equal
+    night 1's versions (a random start would be noise of std init_std, nowhere near them)."""
+    import torch
+
+    from learner.share.artifacts import load_task_version
+
+    settings = make_settings(tmp_path, tiny_model_dir)
+    settings.night.eval_limit = 2
+    settings.night.gate_pool = 3
+    services = Services.build(settings)
+    first = services.jobs.run_now("night")
+    with services.db.session() as s:
+        run = RunRepository(s).get(first)
+        assert run is not None and run.status == "succeeded", run and run.error
+        promoted = run.summary["promoted"]
+        assert promoted and "warm_start" not in run.summary
+    settings.share.learning_rate = 1e-12
+    second = services.jobs.run_now("night")
+    with services.db.session() as s:
+        run = RunRepository(s).get(second)
+        assert run is not None and run.status == "succeeded", run and run.error
+        assert sorted(run.summary["warm_start"].values()) == sorted(promoted)
+        repo = AdapterRepository(s)
+        for name in promoted:
+            task = name.split("@")[0]
+            v1, v2 = repo.get(task, 1), repo.get(task, 2)
+            assert v1 is not None and v2 is not None and v2.run_id == second
+            before, after = load_task_version(v1.path).coeffs, load_task_version(v2.path).coeffs
+            assert set(before) == set(after)
+            for key in before:
+                assert torch.allclose(before[key].eb, after[key].eb, atol=1e-6)
+                assert torch.allclose(before[key].ea, after[key].ea, atol=1e-6)
+    services.stop()

@@ -294,12 +294,20 @@ def phase2(
     *,
     task: str = "new task",
     prefix: FrozenPrefix | None = None,
+    init: Mapping[str, TaskCoefficients] | None = None,
 ) -> Phase2Result:
     """Learn a new task's coefficients in ``bank``'s frozen bases. The bank itself is not touched: install
-    the result with ``bank.set_task`` (φ = 0) or merge it first with ``phase3`` (φ > 0)."""
+    the result with ``bank.set_task`` (φ = 0) or merge it first with ``phase3`` (φ > 0). ``init``: start
+    from these coefficients (a warm start from the served version, same basis) instead of a random start."""
     cfg = config or Phase2Config()
     trainer = CoefficientTrainer(
-        model, bank.bases, pseudo_rank=cfg.pseudo_rank, phi=cfg.phi, init_std=cfg.init_std, seed=cfg.seed
+        model,
+        bank.bases,
+        pseudo_rank=cfg.pseudo_rank,
+        phi=cfg.phi,
+        init_std=cfg.init_std,
+        seed=cfg.seed,
+        init=init,
     )
     losses = trainer.fit(
         tokenizer,
