@@ -8,10 +8,13 @@
    training data is exactly what that task's coefficients will be asked to fix.
 3. Training. No basis yet: one LoRA seed per task, Phase 1 → bases, analytic coefficients. Basis present:
    Phase 2 per task in the frozen bases.
-4. Gate on the frozen eval split, on a private copy of the model. A candidate is promoted only if its task's
-   eval pass rate does not drop and no eval koan regresses. With a one-shot gate (the default) only koans
-   routed to the candidate's task can change — every other row runs bit-identical coefficients — so only
-   those are re-run; with a multi-attempt gate every koan is re-run (routes can move between attempts).
+4. Gate, on a private copy of the model: served version and candidate run the same verified gate-pool
+   problems (agent/pools.py, held-out generator seeds) with the gate strategy, and the candidate is promoted
+   only on ``service.gate.paired_gate``'s decision (one-sided paired sign test, minimum net gain, per-family
+   loss cap), stored as ``paired_gate`` in the version's gate JSON and the run summary. The frozen eval koans
+   are still run and reported (``koans_passed``) but never decide. With a one-shot gate (the default) only
+   problems routed to the candidate's task can change — every other row runs bit-identical coefficients — so
+   only those are re-run; with a multi-attempt gate everything is re-run (routes can move between attempts).
 5. Promotion: rows, statuses and the route epoch change in one transaction at the very end; replicas (and
    this process) hot-swap on the epoch. A rejected version is kept with its reason.
 """
@@ -30,9 +33,12 @@ from agent.dataset import verify_examples
 from agent.generators import near_any, normalize, registry
 from agent.koans import Koan, eval_koans, train_koans
 from agent.loop import DEFAULT_OUTPUT_FORMAT, Strategy
+from agent.pools import POOL_SIZE, Pools, build_pools
 from agent.problems import Problem
-from agent.prompt import training_example
+from agent.prompt import build_messages
 from agent.sandbox import Job, Sandbox
+from router.table import BASE_ROW
+from service.compose import generation_params, model_fns
 from service.db.repositories import (
     AdapterRepository,
     BasisRepository,
@@ -42,7 +48,9 @@ from service.db.repositories import (
     RunRepository,
 )
 from service.db.session import Database
+from service.gate import GateConfig, paired_gate
 from service.jobs import RunConflict, RunContext
+from service.self_data import SelfProblem, Target, reference_answer, self_generated_targets
 from service.serving import ServingRuntime
 from service.settings import Settings
 
@@ -61,6 +69,7 @@ class Pair:
     ref: str
     mode: str = "bin"
     edition: str = "2021"
+    tests: str | None = None  # what a sampled fix must also pass (koans, generator draws)
 
 
 class EvalGuard:
@@ -80,29 +89,41 @@ class EvalGuard:
         return near_any(text, self.texts, EVAL_SIMILARITY_LIMIT)
 
 
-def collect_pairs(ctx: RunContext, sandbox: Sandbox, koans_dir: Path | None = None) -> list[Pair]:
+def collect_pairs(
+    ctx: RunContext, sandbox: Sandbox, koans_dir: Path | None = None, pools: Pools | None = None
+) -> list[Pair]:
+    """Training pairs: train koans, every verified fix (distinct fixes of one program all kept), generator
+    draws; minus eval koans (and near copies) and anything that hashes into the gate/test pools."""
     settings = ctx.settings
-    guard = EvalGuard(eval_koans(koans_dir))
-    pairs = [Pair(k.broken, k.fixed, "koan", k.id, k.mode, k.edition) for k in train_koans(koans_dir)]
+    evals = eval_koans(koans_dir)
+    guard = EvalGuard(evals)
+    pools = pools if pools is not None else build_pools(POOL_SIZE, POOL_SIZE, evals)
+    pairs = [
+        Pair(k.broken, k.fixed, "koan", k.id, k.mode, k.edition, k.tests) for k in train_koans(koans_dir)
+    ]
     with ctx.db.session() as s:
         for p in EpisodeRepository(s).verified_fixes():
             if p.final_code and p.final_code != p.source:
                 pairs.append(Pair(p.source, p.final_code, p.origin, p.problem_ref, p.mode, p.edition))
     pairs += generated_pairs(settings.night.generated_examples, sandbox, seed=ctx.run_id)
     kept: list[Pair] = []
-    seen: set[str] = set()
-    blocked = 0
+    seen: set[tuple[str, str]] = set()
+    blocked = in_pools = 0
     for pair in pairs:
-        key = normalize(pair.source)
+        key = (normalize(pair.source), normalize(pair.fixed))
         if key in seen:
             continue
         seen.add(key)
+        if pools.blocks(pair.source) or pools.blocks(pair.fixed):
+            in_pools += 1
+            continue
         if guard.blocks(pair):
             blocked += 1
             continue
         kept.append(pair)
     ctx.summary["pairs"] = len(kept)
     ctx.summary["pairs_blocked_as_eval"] = blocked
+    ctx.summary["pairs_blocked_as_pool"] = in_pools
     ctx.log(f"training pairs: {len(kept)} kept, {blocked} dropped as (near) eval koans")
     return kept
 
@@ -123,7 +144,7 @@ def generated_pairs(n: int, sandbox: Sandbox, seed: int) -> list[Pair]:
             draws.append(gens[family](rng))
     problems = verify_examples(sandbox, draws)
     return [
-        Pair(e.broken, e.fixed, "generated", f"gen:{e.family}:{e.shape}", e.mode, e.edition)
+        Pair(e.broken, e.fixed, "generated", f"gen:{e.family}:{e.shape}", e.mode, e.edition, e.tests)
         for e, problem in zip(draws, problems, strict=True)
         if problem is None
     ]
@@ -132,24 +153,62 @@ def generated_pairs(n: int, sandbox: Sandbox, seed: int) -> list[Pair]:
 def examples_by_task(
     ctx: RunContext, pairs: Sequence[Pair], sandbox: Sandbox, serving: ServingRuntime
 ) -> dict[str, list[tuple[list[dict[str, str]], str]]]:
+    """(messages, answer) training examples per routed task. With ``night.self_samples`` = k > 0 the targets
+    are self-generated and verified (service/self_data.py): the model's own verified greedy reply, else up to
+    k distinct verified sampled replies word for word, else the reference fix with a cause sentence."""
     settings = ctx.settings
+    wanted = set(settings.night.tasks) if settings.night.tasks else None
     results = sandbox.check_many([Job(p.source, p.mode, p.edition) for p in pairs])
-    grouped: dict[str, list[tuple[list[dict[str, str]], str]]] = defaultdict(list)
+    snapshot = serving.pinned_snapshot()
+    routed: list[tuple[str, SelfProblem]] = []
     for pair, result in zip(pairs, results, strict=True):
         if result.ok or not result.diagnostics:
             continue
         decision = serving.router.route(result.diagnostics)
-        if decision.task is None:
+        if decision.task is None or (wanted is not None and decision.task not in wanted):
             continue
-        example = training_example(
-            pair.source, result.diagnostics, pair.fixed, settings.agent.hints, DEFAULT_OUTPUT_FORMAT
+        row = snapshot.task_index.get(decision.task, BASE_ROW) if snapshot is not None else BASE_ROW
+        problem = SelfProblem(
+            pair.source, result.diagnostics, pair.fixed, pair.mode, pair.edition, pair.tests, row
         )
-        grouped[decision.task].append(example)
+        routed.append((decision.task, problem))
+    problems = [p for _, p in routed]
+    k = settings.night.self_samples
+    if k > 0 and serving.runtime is not None:
+        generate, sample = night_model_fns(serving, snapshot)
+        targets, stats = self_generated_targets(
+            problems,
+            sandbox,
+            generate,
+            sample,
+            k=k,
+            seed=ctx.run_id * 1_000_003,
+            hints=settings.agent.hints,
+            output_format=DEFAULT_OUTPUT_FORMAT,
+        )
+        ctx.summary["self_data"] = stats.as_json()
+        ctx.log(f"self-generated data: {stats.as_json()}")
+    else:
+        targets = [
+            [
+                Target(
+                    build_messages(
+                        p.source,
+                        p.diagnostics,
+                        hints=settings.agent.hints,
+                        output_format=DEFAULT_OUTPUT_FORMAT,
+                    ),
+                    reference_answer(p, DEFAULT_OUTPUT_FORMAT),
+                    "reference",
+                )
+            ]
+            for p in problems
+        ]
+    grouped: dict[str, list[tuple[list[dict[str, str]], str]]] = defaultdict(list)
+    for (task, _), problem_targets in zip(routed, targets, strict=True):
+        grouped[task].extend((t.messages, t.answer) for t in problem_targets)
     out: dict[str, list[tuple[list[dict[str, str]], str]]] = {}
-    wanted = set(settings.night.tasks) if settings.night.tasks else None
     for task, examples in sorted(grouped.items()):
-        if wanted is not None and task not in wanted:
-            continue
         if len(examples) < settings.night.min_examples_per_task:
             ctx.log(f"task {task}: {len(examples)} examples, below the minimum; skipped")
             continue
@@ -169,6 +228,12 @@ class EvalSet:
 
     def of_task(self, task: str) -> list[Koan]:
         return [k for k in self.koans if self.task_of[k.id] == task]
+
+
+def night_model_fns(serving: ServingRuntime, snapshot: Any) -> tuple[Any, Any]:
+    """Greedy ``generate`` and seeded ``sample`` over the night's model with serving's decode settings."""
+    assert serving.runtime is not None
+    return model_fns(serving.runtime, generation_params(serving.settings), snapshot)
 
 
 def eval_set(ctx: RunContext, sandbox: Sandbox, serving: ServingRuntime, koans_dir: Path | None) -> EvalSet:
@@ -192,12 +257,71 @@ def gate_strategy(settings: Settings) -> Strategy:
 
 
 def evaluate(serving: ServingRuntime, koans: Sequence[Koan], strategy: Strategy) -> dict[str, bool]:
-    if not koans:
+    return evaluate_problems(serving, [Problem.from_koan(k) for k in koans], strategy)
+
+
+def evaluate_problems(
+    serving: ServingRuntime, problems: Sequence[Problem], strategy: Strategy
+) -> dict[str, bool]:
+    """problem id → fixed, with the loop main builds today (the one place to swap for issue 14's builder)."""
+    if not problems:
         return {}
-    records = serving.make_loop(serving.pinned_snapshot()).run(
-        [Problem.from_koan(k) for k in koans], strategy
-    )
+    records = serving.make_loop(serving.pinned_snapshot()).run(list(problems), strategy)
     return {r.problem_id: r.fixed for r in records}
+
+
+@dataclass
+class GatePool:
+    """The verified gate-pool problems, their families and the task each routes to."""
+
+    problems: list[Problem]
+    family_of: dict[str, str]
+    task_of: dict[str, str | None]
+
+    def of_task(self, task: str) -> list[Problem]:
+        return [p for p in self.problems if self.task_of[p.id] == task]
+
+
+def gate_pool(ctx: RunContext, sandbox: Sandbox, serving: ServingRuntime, pools: Pools) -> GatePool:
+    """The gate pool's examples that verify (broken fails with its codes, fix passes its tests) as problems."""
+    verdicts = verify_examples(sandbox, pools.gate)
+    problems = [
+        Problem(f"gate-{i:04d}-{e.family}", e.broken, e.mode, e.edition, e.tests, e.family)
+        for i, (e, why) in enumerate(zip(pools.gate, verdicts, strict=True))
+        if why is None
+    ]
+    results = sandbox.check_many([Job(p.source, p.mode, p.edition) for p in problems])
+    task_of = {p.id: serving.router.route(r.diagnostics).task for p, r in zip(problems, results, strict=True)}
+    ctx.summary["gate_pool"] = {"drawn": len(pools.gate), "verified": len(problems)}
+    ctx.log(f"gate pool: {len(problems)} of {len(pools.gate)} drawn problems verify")
+    return GatePool(problems, {p.id: p.family or "?" for p in problems}, task_of)
+
+
+def gate_config(settings: Settings) -> GateConfig:
+    night = settings.night
+    return GateConfig(
+        alpha=night.gate_alpha,
+        min_net_gain=night.gate_min_net_gain,
+        max_family_net_loss=night.gate_max_family_net_loss,
+    )
+
+
+def paired_decision(
+    koan_report: dict[str, Any],
+    served: Mapping[str, bool],
+    candidate: Mapping[str, bool],
+    pool: GatePool,
+    config: GateConfig,
+) -> dict[str, Any]:
+    """The promotion decision is the paired gate's on the gate pool; the eval-koan comparison rides along
+    report-only (``koans_passed`` is what the old koan gate would have said)."""
+    report = {k: v for k, v in koan_report.items() if k not in ("passed", "reason")}
+    report["koans_passed"] = koan_report["passed"]
+    report["koans_reason"] = koan_report["reason"]
+    if not pool.problems:
+        return {**report, "passed": False, "reason": "the gate pool is empty", "paired_gate": None}
+    result = paired_gate(served, {**served, **candidate}, pool.family_of, config)
+    return {**report, "passed": result.promoted, "reason": result.reason, "paired_gate": result.as_json()}
 
 
 def pass_rate(results: Mapping[str, bool], ids: Sequence[str]) -> float | None:
@@ -287,7 +411,8 @@ class Night:
         model_id = runtime.model_id
         ctx.log(f"night model {model_id} loaded")
 
-        pairs = collect_pairs(ctx, self.sandbox, self.koans_dir)
+        pools = build_pools(night.gate_pool, night.test_pool, eval_koans(self.koans_dir))
+        pairs = collect_pairs(ctx, self.sandbox, self.koans_dir, pools)
         data = examples_by_task(ctx, pairs, self.sandbox, shadow)
         lock.renew()
         if not data:
@@ -295,6 +420,7 @@ class Night:
             return {**ctx.summary, "candidates": {}}
 
         evals = eval_set(ctx, self.sandbox, shadow, self.koans_dir)
+        pool = gate_pool(ctx, self.sandbox, shadow, pools)
         strategy = gate_strategy(self.settings)
         adapters_dir = self.settings.adapters_dir
         (adapters_dir / "tasks").mkdir(parents=True, exist_ok=True)
@@ -310,6 +436,7 @@ class Night:
         if basis_path is None:
             # First night: baseline is the base model; seeds → Phase 1.
             baseline = evaluate(shadow, evals.koans, strategy)
+            served_gate = evaluate_problems(shadow, pool.problems, strategy)
             seeds = {}
             for task, examples in data.items():
                 ctx.log(f"LoRA seed {task}: {len(examples)} examples, {night.seed_steps} steps")
@@ -354,6 +481,7 @@ class Night:
                 shadow.bank = attach_share(runtime.model, bases, base_model_id=model_id)
                 runtime.bank = shadow.bank
             baseline = evaluate(shadow, evals.koans, strategy)
+            served_gate = evaluate_problems(shadow, pool.problems, strategy)
             candidates = {}
             phase2_results = {}
             for task, examples in data.items():
@@ -366,19 +494,32 @@ class Night:
                     max_length=night.max_length,
                     seed=share.seed,
                     progress=False,
+                    copy_weight=night.copy_weight,
                 )
-                res = phase2(runtime.model, runtime.tokenizer, shadow.bank, examples, cfg2, task=task)
+                # Warm start from the served version of the task (it lives in this basis: sync installed
+                # only those), so a night refines what is served instead of starting from noise.
+                served = shadow.bank.tasks()
+                init = shadow.bank.coefficients(task) if task in served else None
+                if init is not None:
+                    ctx.summary.setdefault("warm_start", {})[task] = f"{task}@v{shadow.bank.version(task)}"
+                res = phase2(
+                    runtime.model, runtime.tokenizer, shadow.bank, examples, cfg2, task=task, init=init
+                )
                 candidates[task] = res.coeffs
                 phase2_results[task] = res
                 ctx.summary.setdefault("losses", {})[task] = [res.losses[0], res.losses[-1]]
                 lock.renew()
 
             if self._merge_due(latest_run_id=latest_basis_run):
-                return self._merge_night(ctx, shadow, evals, baseline, phase2_results, model_id, started)
+                return self._merge_night(
+                    ctx, shadow, evals, baseline, pool, served_gate, phase2_results, model_id, started
+                )
 
         bank = shadow.bank
         assert bank is not None
         ctx.summary["eval_pass_baseline"] = pass_rate(baseline, list(baseline))
+        ctx.summary["gate_pass_baseline"] = pass_rate(served_gate, list(served_gate))
+        config = gate_config(self.settings)
         decisions: dict[str, dict[str, Any]] = {}
         files: dict[str, tuple[int, Path]] = {}
         with self.db.session() as s:  # the night lock makes these numbers ours until the promotion
@@ -398,9 +539,16 @@ class Night:
             previous = bank.coefficients(task) if task in bank.tasks() else None
             previous_version = bank.version(task) if previous is not None else None
             bank.set_task(task, coeffs, version)
-            subset = evals.of_task(task) if strategy.max_attempts == 1 else evals.koans
+            # one-shot: only problems routed to the task can change (every other row runs the same
+            # coefficients), so only those are re-run; with more attempts, everything is.
+            one_shot = strategy.max_attempts == 1
+            subset = evals.of_task(task) if one_shot else evals.koans
             results = evaluate(shadow, subset, strategy)
-            decisions[task] = gate_decision(task, evals, baseline, results)
+            gate_subset = pool.of_task(task) if one_shot else pool.problems
+            gate_results = evaluate_problems(shadow, gate_subset, strategy)
+            decisions[task] = paired_decision(
+                gate_decision(task, evals, baseline, results), served_gate, gate_results, pool, config
+            )
             ctx.log(f"gate {task}@v{version}: {decisions[task]['reason']}")
             if previous is not None and previous_version is not None:
                 bank.set_task(task, previous, previous_version)
@@ -444,6 +592,8 @@ class Night:
         shadow: ServingRuntime,
         evals: EvalSet,
         baseline: Mapping[str, bool],
+        pool: GatePool,
+        served_gate: Mapping[str, bool],
         phase2_results: Mapping[str, Any],
         model_id: str,
         started: float,
@@ -478,8 +628,16 @@ class Night:
             repo = AdapterRepository(s)
             versions = {task: repo.next_version(task) for task in merged.coefficients}
         bank.replace_bases(merged.bases, merged.coefficients, versions)
-        results = evaluate(shadow, evals.koans, gate_strategy(self.settings))
-        decisions = {task: gate_decision(task, evals, baseline, results) for task in merged.coefficients}
+        strategy = gate_strategy(self.settings)
+        results = evaluate(shadow, evals.koans, strategy)
+        gate_results = evaluate_problems(shadow, pool.problems, strategy)
+        config = gate_config(self.settings)
+        decisions = {
+            task: paired_decision(
+                gate_decision(task, evals, baseline, results), served_gate, gate_results, pool, config
+            )
+            for task in merged.coefficients
+        }
         passed = all(d["passed"] for d in decisions.values())
         reason = (
             "passed the gate"
@@ -506,6 +664,7 @@ class Night:
                 "reconstruction_error": errors.get(task),
             }
         ctx.summary["eval_pass_baseline"] = pass_rate(baseline, list(baseline))
+        ctx.summary["gate_pass_baseline"] = pass_rate(dict(served_gate), list(served_gate))
         ctx.summary["merge"] = {"basis_id": basis_id, "reconstruction_errors": errors, "passed": passed}
         promoted = self._record(ctx, merged.coefficients, decisions, files, basis_id, model_id)
         if self.live is not None:

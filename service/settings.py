@@ -93,9 +93,19 @@ class NightSettings(BaseModel):
     gate_max_attempts: int = 1  # 1 = one-shot gate: exact with the routed-subset shortcut (docs/service.md)
     seed_steps: int = 60
     max_length: int = 1024
+    copy_weight: float = Field(default=1.0, ge=0.0, le=1.0)  # edit-weighted loss; 1 = plain, 0 = mask copies
     heartbeat_s: float = 30.0
     eval_limit: int | None = None  # evaluate only the first N eval koans (tests, smoke runs)
     tasks: list[str] | None = None  # train only these tasks tonight (default: every task with enough data)
+    # k replies sampled per training problem the model fails greedily, verified, kept word for word
+    # (service/self_data.py); 0 = reference fixes only (with a cause sentence)
+    self_samples: int = Field(default=4, ge=0, le=64)
+    # The paired gate (service/gate.py) on generated problems from held-out seeds (agent/pools.py).
+    gate_pool: int = Field(default=200, ge=0)  # gate-pool problems drawn (verified ones are used)
+    test_pool: int = Field(default=200, ge=0)  # test-pool problems (only kept apart from training here)
+    gate_alpha: float = Field(default=0.05, gt=0.0, le=1.0)  # promote when the sign test's p <= alpha
+    gate_min_net_gain: int = Field(default=2, ge=0)  # wins - losses on the gate pool
+    gate_max_family_net_loss: int = Field(default=1, ge=0)
 
 
 class RouterSettings(BaseModel):

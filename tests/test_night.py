@@ -98,3 +98,83 @@ def test_second_night_merges_with_phase3_and_reports_reconstruction(
         assert rows[0].basis_id == merge["basis_id"] != rows[1].basis_id
         assert rows[0].gate["merge"] is True
     services.stop()
+
+
+@pytest.mark.slow
+def test_night_promotes_only_on_the_paired_gate_over_the_gate_pool(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """End to end with the tiny model: the night runs served and candidate on the verified gate pool with the
+    gate strategy and decides by ``paired_gate`` at its real settings. The tiny model cannot fix anything, so
+    there is no discordant pair: every candidate is rejected by the sign test and nothing is served; the eval
+    koans are reported but do not decide (their old gate would have passed a 0% → 0% candidate)."""
+    settings = make_settings(tmp_path, tiny_model_dir)
+    settings.night.eval_limit = 4
+    settings.night.gate_pool = 5
+    settings.night.gate_alpha = 0.05
+    settings.night.gate_min_net_gain = 2
+    settings.night.self_samples = 2  # the training data is self-generated too (service/self_data.py)
+    services = Services.build(settings)
+    run_id = services.jobs.run_now("night")
+    with services.db.session() as s:
+        run = RunRepository(s).get(run_id)
+        assert run is not None and run.status == "succeeded", run and run.error
+        summary = run.summary
+        assert summary["gate_pool"]["drawn"] == 5 and 1 <= summary["gate_pool"]["verified"] <= 5
+        assert summary["candidates"] and summary["promoted"] == []
+        self_data = summary["self_data"]
+        assert self_data["problems"] > 0 and self_data["samples"] == 2 * (
+            self_data["problems"] - self_data["greedy_pass"]
+        )
+        for task, decision in summary["gate"].items():
+            gate = decision["paired_gate"]
+            assert gate["n"] == summary["gate_pool"]["verified"]
+            assert (gate["wins"], gate["losses"], gate["promoted"]) == (0, 0, False)
+            assert decision["passed"] is False and decision["reason"] == gate["reason"]
+            assert "net gain 0 < 2" in gate["reason"]
+            assert decision["koans_passed"] is True  # report-only: it would have promoted
+            rows = AdapterRepository(s).versions(task)
+            assert [r.status for r in rows] == ["rejected"]
+            assert rows[0].gate["paired_gate"] == gate
+        assert AdapterRepository(s).active_for("moves") is None
+    services.stop()
+
+
+@pytest.mark.slow
+def test_night_two_phase2_starts_from_night_ones_served_coefficients(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """Night 1 (statistics off in make_settings, so its candidates are served) makes the basis; night 2's
+    Phase 2 warm-starts from the served coefficients: with a vanishing learning rate its candidates equal
+    night 1's versions (a random start would be noise of std init_std, nowhere near them)."""
+    import torch
+
+    from learner.share.artifacts import load_task_version
+
+    settings = make_settings(tmp_path, tiny_model_dir)
+    settings.night.eval_limit = 2
+    settings.night.gate_pool = 3
+    services = Services.build(settings)
+    first = services.jobs.run_now("night")
+    with services.db.session() as s:
+        run = RunRepository(s).get(first)
+        assert run is not None and run.status == "succeeded", run and run.error
+        promoted = run.summary["promoted"]
+        assert promoted and "warm_start" not in run.summary
+    settings.share.learning_rate = 1e-12
+    second = services.jobs.run_now("night")
+    with services.db.session() as s:
+        run = RunRepository(s).get(second)
+        assert run is not None and run.status == "succeeded", run and run.error
+        assert sorted(run.summary["warm_start"].values()) == sorted(promoted)
+        repo = AdapterRepository(s)
+        for name in promoted:
+            task = name.split("@")[0]
+            v1, v2 = repo.get(task, 1), repo.get(task, 2)
+            assert v1 is not None and v2 is not None and v2.run_id == second
+            before, after = load_task_version(v1.path).coeffs, load_task_version(v2.path).coeffs
+            assert set(before) == set(after)
+            for key in before:
+                assert torch.allclose(before[key].eb, after[key].eb, atol=1e-6)
+                assert torch.allclose(before[key].ea, after[key].ea, atol=1e-6)
+    services.stop()

@@ -49,6 +49,9 @@ def test_a_killed_night_is_marked_failed_on_restart_and_promotes_nothing(
         "DREAMFIX_NIGHT__MIN_EXAMPLES_PER_TASK": "2",
         "DREAMFIX_NIGHT__HEARTBEAT_S": "1",
         "DREAMFIX_NIGHT__EVAL_LIMIT": "6",
+        "DREAMFIX_NIGHT__GATE_POOL": "4",
+        "DREAMFIX_NIGHT__TEST_POOL": "4",
+        "DREAMFIX_NIGHT__SELF_SAMPLES": "0",
         "DREAMFIX_AGENT__MAX_NEW_TOKENS": "16",
         "DREAMFIX_AGENT__MAX_ATTEMPTS": "1",
     }

@@ -26,10 +26,47 @@ IGNORE_INDEX = -100
 class EncodedExample:
     input_ids: list[int]
     labels: list[int]  # IGNORE_INDEX on prompt tokens
+    weights: tuple[float, ...] | None = None  # per-token loss weight (edit-weighted loss); None = uniform
+
+
+def copied_line_mask(answer: str, source: str) -> list[bool]:
+    """Per character of ``answer``: True where it lies on a line copied unchanged (modulo surrounding
+    whitespace) from ``source`` — the broken program. Blank lines count as copied."""
+    source_lines = {line.strip() for line in source.splitlines()}
+    mask: list[bool] = []
+    for line in answer.splitlines(keepends=True):
+        copied = line.strip() in source_lines or not line.strip()
+        mask.extend([copied] * len(line))
+    return mask
+
+
+def edit_token_weights(
+    tokenizer: Any, answer_text: str, answer_ids: Sequence[int], source: str, copy_weight: float
+) -> list[float]:
+    """Weight per answer token: ``copy_weight`` for tokens on lines copied from ``source``, 1.0 on changed
+    lines (the edit). Token spans come from the tokenizer's offset mapping of ``answer_text``."""
+    if not 0.0 <= copy_weight <= 1.0:
+        raise ValueError(f"copy_weight must be in [0, 1], got {copy_weight}")
+    enc = tokenizer(answer_text, add_special_tokens=False, return_offsets_mapping=True)
+    if list(enc["input_ids"][: len(answer_ids)]) != list(answer_ids):
+        raise ValueError("answer tokens do not match their offset mapping")
+    mask = copied_line_mask(answer_text, source)
+    weights = []
+    for start, end in enc["offset_mapping"][: len(answer_ids)]:
+        span = mask[start:end]
+        copied = bool(span) and all(span)
+        weights.append(copy_weight if copied else 1.0)
+    return weights
 
 
 def encode_example(
-    tokenizer: Any, messages: Sequence[Message], answer: str, max_length: int
+    tokenizer: Any,
+    messages: Sequence[Message],
+    answer: str,
+    max_length: int,
+    *,
+    source: str | None = None,
+    copy_weight: float = 1.0,
 ) -> EncodedExample:
     """Tokenise one example with the chat template; labels cover the answer (and end-of-turn) only.
 
@@ -52,9 +89,14 @@ def encode_example(
     answer_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
     answer_ids = answer_ids[: max_length - 1]
     prompt_ids = prompt_ids[len(prompt_ids) - min(len(prompt_ids), max_length - len(answer_ids)) :]
+    weights = None
+    if source is not None and copy_weight != 1.0:
+        answer_w = edit_token_weights(tokenizer, full[len(prompt) :], answer_ids, source, copy_weight)
+        weights = tuple([0.0] * len(prompt_ids) + answer_w)
     return EncodedExample(
         input_ids=list(prompt_ids) + list(answer_ids),
         labels=[IGNORE_INDEX] * len(prompt_ids) + list(answer_ids),
+        weights=weights,
     )
 
 
@@ -70,6 +112,30 @@ def collate(batch: Sequence[EncodedExample], pad_id: int, device: torch.device |
         labels[row, :n] = torch.tensor(example.labels)
         mask[row, :n] = 1
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+def collate_weights(batch: Sequence[EncodedExample], device: torch.device | str) -> Tensor:
+    """Right-padded per-token weights matching ``collate``'s labels (1.0 where an example has none)."""
+    width = max(len(e.input_ids) for e in batch)
+    out = torch.zeros((len(batch), width), dtype=torch.float32)
+    for row, example in enumerate(batch):
+        n = len(example.input_ids)
+        out[row, :n] = torch.tensor(example.weights) if example.weights is not None else 1.0
+    return out.to(device)
+
+
+def weighted_lm_loss(logits: Tensor, labels: Tensor, weights: Tensor) -> Tensor:
+    """Causal-LM cross entropy with per-token weights: sum(w * nll) / sum(w) over label positions."""
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:]
+    shift_w = weights[:, 1:] * (shift_labels != IGNORE_INDEX)
+    nll = torch.nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view_as(shift_labels)
+    return (nll * shift_w).sum() / shift_w.sum().clamp_min(1e-8)
 
 
 def pad_token_id(tokenizer: Any) -> int:
@@ -95,7 +161,16 @@ def batch_stream(
             yield [encoded[i] for i in order[start : start + batch_size]]
 
 
-def encode_all(tokenizer: Any, examples: Sequence[Example], max_length: int) -> list[EncodedExample]:
+def prompt_source(messages: Sequence[Message]) -> str:
+    """The text an answer line can be copied from: every user message (the broken program is in one)."""
+    return "\n".join(m["content"] for m in messages if m.get("role") == "user")
+
+
+def encode_all(
+    tokenizer: Any, examples: Sequence[Example], max_length: int, *, copy_weight: float = 1.0
+) -> list[EncodedExample]:
+    """Encode every example; ``copy_weight`` < 1 turns on the edit-weighted loss (answer lines copied
+    verbatim from the prompt weigh ``copy_weight``, changed lines 1.0; 0.0 masks copied lines)."""
     if not examples:
         raise ValueError("no training examples")
     out = []
@@ -105,7 +180,12 @@ def encode_all(tokenizer: Any, examples: Sequence[Example], max_length: int) -> 
         except (TypeError, ValueError):
             raise ValueError(f"example {i} is not a (messages, answer) pair") from None
         try:
-            out.append(encode_example(tokenizer, messages, answer, max_length))
-        except ValueError as exc:
+            source = prompt_source(messages) if copy_weight != 1.0 else None
+            out.append(
+                encode_example(
+                    tokenizer, messages, answer, max_length, source=source, copy_weight=copy_weight
+                )
+            )
+        except (ValueError, KeyError, AttributeError) as exc:
             raise ValueError(f"example {i}: {exc}") from None
     return out

@@ -21,7 +21,16 @@ from torch import Tensor, nn
 
 from learner import routing
 from learner.share.bank import BankSnapshot, LayerState, ShareBank
-from learner.share.examples import EncodedExample, Example, batch_stream, collate, encode_all, pad_token_id
+from learner.share.examples import (
+    EncodedExample,
+    Example,
+    batch_stream,
+    collate,
+    collate_weights,
+    encode_all,
+    pad_token_id,
+    weighted_lm_loss,
+)
 from learner.share.layer import share_layers
 from learner.share.math import (
     LayerBasis,
@@ -97,6 +106,7 @@ class Phase2Config:
     max_length: int = 1024
     seed: int = 0
     progress: bool = True
+    copy_weight: float = 1.0  # edit-weighted loss: weight of answer lines copied from the prompt (1 = plain)
 
 
 @dataclass
@@ -207,7 +217,16 @@ class CoefficientTrainer:
         """Causal-LM loss of the batch (answer tokens only) with every row routed to the trained task."""
         rows = torch.zeros(batch["input_ids"].shape[0], dtype=torch.long, device=self.device)
         with frozen(self.model), routing.routed(rows, self.snapshot()):
-            return self.model(**batch).loss
+            if "weights" not in batch:
+                return self.model(**batch).loss
+            inputs = {k: v for k, v in batch.items() if k not in ("weights", "labels")}
+            return weighted_lm_loss(self.model(**inputs).logits, batch["labels"], batch["weights"])
+
+    def weighted_batch(self, batch: Sequence[EncodedExample], pad: int) -> dict[str, Tensor]:
+        out = collate(batch, pad, self.device)
+        if any(e.weights is not None for e in batch):
+            out["weights"] = collate_weights(batch, self.device)
+        return out
 
     def prefix_loss(self, prefix: FrozenPrefix, batch: Sequence[EncodedExample]) -> Tensor:
         """The same loss from a frozen-prefix cache (one unpadded example at a time, all routed to row 0)."""
@@ -229,8 +248,11 @@ class CoefficientTrainer:
         progress: bool,
         desc: str,
         prefix: FrozenPrefix | None = None,
+        copy_weight: float = 1.0,
     ) -> list[float]:
-        encoded = encode_all(tokenizer, examples, max_length)
+        if prefix is not None and copy_weight != 1.0:
+            raise ValueError("the edit-weighted loss is not supported with a frozen-prefix cache")
+        encoded = encode_all(tokenizer, examples, max_length, copy_weight=copy_weight)
         pad = pad_token_id(tokenizer)
         if prefix is not None:
             prefix.require_suffix(list(self.bases))
@@ -241,7 +263,7 @@ class CoefficientTrainer:
                 self.parameters(),
                 (lambda b: self.prefix_loss(prefix, b))
                 if prefix is not None
-                else (lambda b: self.loss(collate(b, pad, self.device))),
+                else (lambda b: self.loss(self.weighted_batch(b, pad))),
                 batch_stream(encoded, batch_size, seed),
                 steps=steps,
                 lr=lr,
@@ -272,12 +294,20 @@ def phase2(
     *,
     task: str = "new task",
     prefix: FrozenPrefix | None = None,
+    init: Mapping[str, TaskCoefficients] | None = None,
 ) -> Phase2Result:
     """Learn a new task's coefficients in ``bank``'s frozen bases. The bank itself is not touched: install
-    the result with ``bank.set_task`` (φ = 0) or merge it first with ``phase3`` (φ > 0)."""
+    the result with ``bank.set_task`` (φ = 0) or merge it first with ``phase3`` (φ > 0). ``init``: start
+    from these coefficients (a warm start from the served version, same basis) instead of a random start."""
     cfg = config or Phase2Config()
     trainer = CoefficientTrainer(
-        model, bank.bases, pseudo_rank=cfg.pseudo_rank, phi=cfg.phi, init_std=cfg.init_std, seed=cfg.seed
+        model,
+        bank.bases,
+        pseudo_rank=cfg.pseudo_rank,
+        phi=cfg.phi,
+        init_std=cfg.init_std,
+        seed=cfg.seed,
+        init=init,
     )
     losses = trainer.fit(
         tokenizer,
@@ -290,6 +320,7 @@ def phase2(
         progress=cfg.progress,
         desc=f"Share phase 2 {task}",
         prefix=prefix,
+        copy_weight=cfg.copy_weight,
     )
     log.info("Share phase 2 %s: %d steps, loss %.4f → %.4f", task, cfg.steps, losses[0], losses[-1])
     return trainer.result(losses)

@@ -1,0 +1,81 @@
+"""Self-generated verified training data (service/self_data.py): the tiny model's greedy replies fail, a
+planted sampled reply that the real sandbox verifies becomes a training target word for word, and a problem
+with no passing sample falls back to its reference fix with a cause sentence, in the serving reply's shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.koans import Koan, train_koans
+from agent.prompt import build_messages, format_program_answer, parse_reply
+from agent.sandbox import Sandbox, SandboxConfig
+from learner.runtime import GenerationParams, ModelRuntime
+from service.compose import model_fns
+from service.self_data import SelfProblem, Target, cause_sentence, self_generated_targets
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+
+
+def _problem(sandbox: Sandbox, koan: Koan) -> SelfProblem:
+    result = sandbox.check(koan.broken, koan.mode, koan.edition)
+    assert not result.ok
+    return SelfProblem(koan.broken, result.diagnostics, koan.fixed, koan.mode, koan.edition, koan.tests)
+
+
+def test_a_verified_sampled_reply_becomes_the_target_word_for_word(tiny_runtime: ModelRuntime) -> None:
+    sandbox = Sandbox(SandboxConfig())
+    koans = [k for k in train_koans() if k.mode == "bin"][:2]
+    rescued, unrescued = (_problem(sandbox, k) for k in koans)
+    planted = "The value is used after it was moved, so borrow it instead.\n\n" + format_program_answer(
+        rescued.fixed
+    )
+    same_fix_other_words = "Borrow instead of moving.\n" + format_program_answer(rescued.fixed)
+    calls: list[tuple[int, int]] = []
+
+    def sample(prompts: list[list[dict[str, str]]], rows: list[int] | None, seed: int) -> list[Reply]:
+        calls.append((len(prompts), seed))
+        k = len(prompts) // 2
+        first = [planted, "no idea", same_fix_other_words] + ["```rust\nfn main() {\n```"] * (k - 3)
+        second = ["```rust\n" + unrescued.source + "```"] * k  # the broken program back: no fix
+        return [Reply(t) for t in first + second]
+
+    generate, _ = model_fns(tiny_runtime, GenerationParams(max_new_tokens=8), None)
+    targets, stats = self_generated_targets(
+        [rescued, unrescued], sandbox, generate, sample, k=4, seed=11, hints=True
+    )
+
+    assert calls == [(8, 11)]  # one batch, k rows per failed problem, the caller's seed
+    assert stats.greedy_pass == 0 and stats.samples == 8  # the tiny model writes random text greedily
+    serving_prompt = build_messages(rescued.source, rescued.diagnostics, hints=True, output_format="program")
+    # distinct passing replies: the second wording of the same program is not a second target
+    assert targets[0] == [Target(serving_prompt, planted, "sampled")]
+    assert parse_reply(targets[0][0].answer, rescued.source) == rescued.fixed
+    (reference,) = targets[1]
+    assert reference.kind == "reference"
+    assert reference.messages == build_messages(
+        unrescued.source, unrescued.diagnostics, hints=True, output_format="program"
+    )
+    sentence = cause_sentence(unrescued.diagnostics)
+    assert reference.answer == sentence + "\n\n" + format_program_answer(unrescued.fixed)
+    assert sentence.endswith(".") and "\n" not in sentence
+    assert parse_reply(reference.answer, unrescued.source) == unrescued.fixed
+    assert (stats.sampled_rescued, stats.sampled_targets, stats.reference_only) == (1, 1, 1)
+
+
+def test_a_sampled_program_that_compiles_but_fails_the_tests_is_not_kept(tiny_runtime: ModelRuntime) -> None:
+    sandbox = Sandbox(SandboxConfig())
+    koan = next(k for k in train_koans() if k.tests.strip())
+    problem = _problem(sandbox, koan)
+    # a program that compiles but whose tests cannot pass: everything replaced by an empty main/lib
+    empty = "fn main() {}\n" if koan.mode == "bin" else "pub fn unused() {}\n"
+    assert sandbox.check(empty, koan.mode, koan.edition).ok
+
+    def sample(prompts: list[list[dict[str, str]]], rows: list[int] | None, seed: int) -> list[Reply]:
+        return [Reply("It compiles now.\n\n" + format_program_answer(empty))] * len(prompts)
+
+    generate, _ = model_fns(tiny_runtime, GenerationParams(max_new_tokens=8), None)
+    targets, stats = self_generated_targets([problem], sandbox, generate, sample, k=2, seed=0, hints=False)
+    assert [t.kind for t in targets[0]] == ["reference"] and stats.sampled_targets == 0
