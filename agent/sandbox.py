@@ -52,7 +52,8 @@ _JAIL_PATH = "/usr/bin"
 WORKDIR_PREFIX = "dreamfix-sbx-"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (this process always does)."""
     if pid == os.getpid():
         return True
     try:
@@ -516,7 +517,7 @@ class Sandbox:
                 continue
             owner = path.name[len(WORKDIR_PREFIX) :].split("-", 1)[0]
             if owner.isdigit():
-                stale = not _pid_alive(int(owner))
+                stale = not pid_alive(int(owner))
             else:
                 try:
                     stale = time.time() - path.stat().st_mtime > 3600

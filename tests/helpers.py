@@ -11,6 +11,7 @@ import httpx
 import torch
 
 from learner.share.artifacts import save_bases, save_task_version
+from learner.share.layer import find_target_layers
 from learner.share.math import LoraSeed, SeedLayer
 from learner.share.phases import phase1
 from learner.tiny import build_tiny_model
@@ -20,6 +21,20 @@ from service.settings import Settings
 
 TOKEN = "test-admin-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def random_seed(model: torch.nn.Module, name: str, seed: int, rank: int = 4) -> LoraSeed:
+    """A seeded random rank-``rank`` LoRA seed on the model's q_proj/v_proj layers."""
+    g = torch.Generator().manual_seed(seed)
+    layers = {
+        key: SeedLayer(
+            a=torch.randn(rank, lin.in_features, generator=g) * 0.3,
+            b=torch.randn(lin.out_features, rank, generator=g) * 0.3,
+            scaling=2.0,
+        )
+        for key, lin in find_target_layers(model, ["q_proj", "v_proj"]).items()
+    }
+    return LoraSeed(name=name, layers=layers)
 
 
 def make_settings(tmp: Path, model_dir: Path, **overrides: Any) -> Settings:

@@ -13,24 +13,11 @@ from learner import quant, routing
 from learner.runtime import GenerationParams, ModelRuntime
 from learner.share.bank import ShareBank
 from learner.share.layer import ShareLinear, attach_share, find_target_layers, share_layers
-from learner.share.math import LoraSeed, SeedLayer
 from learner.share.phases import phase1
 from learner.tiny import build_tiny_model
+from tests.helpers import random_seed
 
 pytestmark = pytest.mark.skipif(not quant.supported(), reason="no x86/fbgemm quantized engine in this torch")
-
-
-def random_seed(model: torch.nn.Module, name: str, seed: int, rank: int = 4) -> LoraSeed:
-    g = torch.Generator().manual_seed(seed)
-    layers = {
-        key: SeedLayer(
-            a=torch.randn(rank, lin.in_features, generator=g) * 0.3,
-            b=torch.randn(lin.out_features, rank, generator=g) * 0.3,
-            scaling=2.0,
-        )
-        for key, lin in find_target_layers(model, ["q_proj", "v_proj"]).items()
-    }
-    return LoraSeed(name=name, layers=layers)
 
 
 def attached(model: torch.nn.Module, tasks: int) -> ShareBank:

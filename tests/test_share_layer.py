@@ -11,9 +11,10 @@ import torch
 
 from learner import routing
 from learner.share.bank import ShareBank
-from learner.share.layer import ShareLinear, attach_share, detach_share, find_target_layers
-from learner.share.math import LayerBasis, LoraSeed, SeedLayer, TaskCoefficients
+from learner.share.layer import ShareLinear, attach_share, detach_share
+from learner.share.math import LayerBasis, TaskCoefficients
 from learner.share.phases import phase1
+from tests.helpers import random_seed
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -23,19 +24,6 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def random_seed(model: torch.nn.Module, name: str, seed: int, rank: int = 4) -> LoraSeed:
-    g = torch.Generator().manual_seed(seed)
-    layers = {
-        key: SeedLayer(
-            a=torch.randn(rank, lin.in_features, generator=g) * 0.3,
-            b=torch.randn(lin.out_features, rank, generator=g) * 0.3,
-            scaling=2.0,
-        )
-        for key, lin in find_target_layers(model, ["q_proj", "v_proj"]).items()
-    }
-    return LoraSeed(name=name, layers=layers)
 
 
 def attached(

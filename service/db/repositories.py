@@ -14,6 +14,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, selectinload
 
 from agent.episodes import ProblemRecord
+from agent.sandbox import pid_alive
 from service.db.models import (
     AdapterVersion,
     Attempt,
@@ -125,7 +126,7 @@ class RunRepository:
         for run in self.running():
             owner_host, _, owner_pid = (run.owner or "").rpartition(":")
             if owner_host == host and owner_pid.isdigit():
-                abandoned = not _process_alive(int(owner_pid))
+                abandoned = not pid_alive(int(owner_pid))
             else:
                 beat = _aware(run.heartbeat_at or run.started_at or run.created_at)
                 abandoned = _now() - beat > stale_after
@@ -140,18 +141,8 @@ class RunRepository:
 def _holder_gone(holder: str) -> bool:
     """A lease holder ``host:pid`` on this host whose process no longer exists (killed, crashed)."""
     host, _, pid = holder.rpartition(":")
-    return host == socket.gethostname() and pid.isdigit() and not _process_alive(int(pid))
+    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
 
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 
