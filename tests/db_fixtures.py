@@ -36,8 +36,9 @@ def _postgres_available() -> str | None:
 
 
 @contextmanager
-def fresh_postgres_database() -> Iterator[str]:
-    """A throwaway, migrated database on the test PostgreSQL server, dropped afterwards."""
+def fresh_postgres_database(*, migrated: bool = True) -> Iterator[str]:
+    """A throwaway database on the test PostgreSQL server (migrated to head unless ``migrated=False``),
+    dropped afterwards."""
     problem = _postgres_available()
     if problem:
         if os.environ.get("CI"):
@@ -49,7 +50,8 @@ def fresh_postgres_database() -> Iterator[str]:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
     try:
-        migrate.upgrade(url)
+        if migrated:
+            migrate.upgrade(url)
         yield url
     finally:
         with admin.connect() as conn:

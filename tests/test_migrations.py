@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, inspect
 
 from service.db import migrate
-from tests.db_fixtures import POSTGRES_URL, _postgres_admin_url, _postgres_available
+from tests.db_fixtures import fresh_postgres_database
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,21 +27,8 @@ def test_alembic_check_is_clean(db_url: str) -> None:
 
 @pytest.fixture
 def empty_postgres_url() -> Iterator[str]:
-    problem = _postgres_available()
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required in CI: {problem}")
-        pytest.skip(f"PostgreSQL unavailable: {problem}")
-    name = f"dreamfix_m_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(_postgres_admin_url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_postgres_database(migrated=False) as url:
+        yield url
 
 
 @pytest.mark.postgres
