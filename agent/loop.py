@@ -553,25 +553,22 @@ class FixLoop:
         self._check_count(outs, rows)
         replies = {id(r): g for r, g in zip(rows, outs, strict=True)}
         parsed = self._ask_for_code(rows, replies)
-        # Verify each distinct changed candidate once per problem.
-        jobs: list[tuple[str, Problem]] = []
-        where: dict[tuple[int, str], int] = {}
-        for r in rows:
-            c = parsed[id(r)]
-            if c is not None and not _same_text(c, r.state.working) and (r.state.index, c) not in where:
-                where[(r.state.index, c)] = len(jobs)
-                jobs.append((c, r.state.problem))
-        results = self._verify_all(jobs)
-        for k, request in enumerate(requests):
+        # Each problem's distinct changed candidates, in row order (the first row that wrote one stands for it),
+        # verified once each, all problems in one parallel batch.
+        groups = [rows[k * n : (k + 1) * n] for k in range(len(requests))]
+        firsts: list[dict[str, _Request]] = []
+        for group in groups:
+            first_of: dict[str, _Request] = {}
+            for r in group:
+                c = parsed[id(r)]
+                if c is not None and not _same_text(c, r.state.working):
+                    first_of.setdefault(c, r)
+            firsts.append(first_of)
+        results = iter(self._verify_all([(c, r.state.problem) for f in firsts for c, r in f.items()]))
+        for request, group, first_of in zip(requests, groups, firsts, strict=True):
             state = request.state
             state.sample_next = False
-            group = rows[k * n : (k + 1) * n]
-            checked = [
-                (r, parsed[id(r)], results[where[(state.index, parsed[id(r)] or "")]])
-                for r in group
-                if (state.index, parsed[id(r)] or "") in where
-            ]
-            distinct = len({c for _, c, _ in checked})
+            checked = [(r, c, next(results)) for c, r in first_of.items()]
             passing = [x for x in checked if self._is_green(state, x[2])]
             label = f"model+best-of-{n}" + ("+hints" if state.hints else "")
             if not checked:
@@ -586,15 +583,14 @@ class FixLoop:
             if passing:
                 chosen = passing[0]
             else:
-                chosen = min(checked, key=lambda x: len(judgeable_errors(x[2].diagnostics, x[1] or "")))
+                chosen = min(checked, key=lambda x: len(judgeable_errors(x[2].diagnostics, x[1])))
             r, candidate, result = chosen
-            assert candidate is not None
             gen = replies[id(r)]
             self._take_result(
                 state,
                 candidate,
                 result,
-                strategy=f"{label} ({len(passing)}/{distinct} distinct passed)",
+                strategy=f"{label} ({len(passing)}/{len(checked)} distinct passed)",
                 reply=gen.text,
                 route=r.route,
                 request_hash=r.hash,

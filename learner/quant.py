@@ -95,9 +95,9 @@ class Int8Linear(nn.Linear):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8, keep_float={self.keep_float}"
 
 
-def quantize_for_decode(model: nn.Module, *, keep_float: bool = True, skip: tuple[str, ...] = ()) -> int:
+def quantize_for_decode(model: nn.Module, *, keep_float: bool = True) -> int:
     """Swap every float ``nn.Linear`` of ``model`` (a layer inside a ``ShareLinear`` too) for an ``Int8Linear``,
-    in place; returns how many were swapped. Layers whose name ends with one of ``skip`` stay float.
+    in place; returns how many were swapped.
 
     The output head is tied to the input embedding in small Qwen models: the head's float weight is the
     embedding table, which the model keeps in any case, so it is never dropped there."""
@@ -109,12 +109,9 @@ def quantize_for_decode(model: nn.Module, *, keep_float: bool = True, skip: tupl
     embedding = get_embeddings() if callable(get_embeddings) else None
     tied = embedding.weight if isinstance(embedding, nn.Module) else None
     swapped = 0
-    for name, module in list(model.named_modules()):
+    for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if type(child) is not nn.Linear or child.weight.dtype not in (torch.float32, torch.bfloat16):
-                continue
-            full = f"{name}.{child_name}" if name else child_name
-            if any(full.endswith(s) for s in skip):
                 continue
             keep = keep_float or child.weight is tied
             setattr(module, child_name, Int8Linear(child, keep_float=keep))
