@@ -218,9 +218,9 @@ def _world_reachable(path: Path) -> bool:
     return True
 
 
-def _uid_processes(uid: int) -> list[int]:
-    """Live (non-zombie) processes whose real uid is ``uid``."""
-    pids = []
+def _uid_processes(uid: int) -> dict[int, bool]:
+    """Processes whose real uid is ``uid``, each mapped to whether it is a zombie (dead, not yet reaped)."""
+    found: dict[int, bool] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -230,25 +230,28 @@ def _uid_processes(uid: int) -> list[int]:
         except OSError:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if fields.get("Uid", "").split()[:1] == [str(uid)] and not fields.get("State", "").strip().startswith(
-            "Z"
-        ):
-            pids.append(int(entry.name))
-    return pids
+        if fields.get("Uid", "").split()[:1] == [str(uid)]:
+            found[int(entry.name)] = fields.get("State", "").strip().startswith("Z")
+    return found
 
 
 def _wait_until_gone(uid: int, timeout: float = 5.0) -> None:
-    """After a kill, wait for the jail's processes to finish dying (the pid namespace is torn down
-    asynchronously), SIGKILLing any that somehow escaped it; a result is only returned once they are gone."""
+    """Return once no process of the run's uid is left, zombies included.
+
+    bwrap's outer process exits as soon as the jailed command does, while the pid namespace's other
+    processes (a test's children, or everything after a kill) are torn down by the kernel asynchronously;
+    a verdict is only returned once they are gone. Any live one still there after ``timeout`` escaped its
+    namespace somehow: it is SIGKILLed and logged."""
     deadline = time.monotonic() + timeout
     while pids := _uid_processes(uid):
         if time.monotonic() > deadline:
-            for pid in pids:
+            live = [pid for pid, zombie in pids.items() if not zombie]
+            for pid in live:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
-            log.error("sandbox processes of uid %d outlived their jail: killed %s", uid, pids)
+            log.error("sandbox processes of uid %d outlived their jail: killed %s", uid, live)
             return
-        time.sleep(0.01)
+        time.sleep(0.005)
 
 
 def _run_text(argv: Sequence[str]) -> str:
@@ -487,8 +490,8 @@ class Sandbox:
                 timed_out = True
         if timed_out or overflowed or proc.poll() is None:
             self._kill(proc)
-            if self._drop_uid:
-                _wait_until_gone(uid)
+        if self._drop_uid:
+            _wait_until_gone(uid)
         proc.stdout.close()
         proc.stderr.close()
         return _Process(
