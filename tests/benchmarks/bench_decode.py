@@ -2,6 +2,7 @@
 default) and llama.cpp on the same GGUF when `llama_cpp` is importable.
 
     python tests/benchmarks/bench_decode.py [--threads 2] [--rounds 3] [--tokens 64] [--gguf PATH] [--json OUT]
+    python tests/benchmarks/bench_decode.py --attempts 4 [--max-new-tokens 768] [--rounds 1] [--json OUT]
 
 Per round, the configurations run one after another (interleaved, so load changes hit all of them) on the
 koans' real serving prompts (agent.prompt.build_messages). Printed per configuration, medians over rounds:
@@ -9,6 +10,12 @@ prefill tok/s, decode tok/s at batch 1 and batch 8 (llama.cpp through its Python
 bandwidth bound (measured copy bandwidth ÷ weight bytes read per decoded token), and the modelled seconds
 of one fix attempt (300 prompt + 90 reply tokens). Also whether each engine's greedy text equals float32's.
 Not a test; the machine is shared, so it prints the load average before and after.
+
+``--attempts N`` measures whole fix attempts instead of a model: each engine writes its complete greedy reply
+(up to ``--max-new-tokens``, stopping at end of turn) to the serving prompts of N koans, interleaved prompt by
+prompt, and the wall seconds of each attempt are printed (median, max) with the reply tokens — float32 and
+int8 as plain greedy decoding, int8 as served (prompt-lookup decoding, learner/runtime.py), llama.cpp plain
+and with its own prompt-lookup draft (llama_cpp.llama_speculative.LlamaPromptLookupDecoding).
 """
 
 from __future__ import annotations
@@ -116,6 +123,93 @@ def measure_llama(llm: Any, rt: ModelRuntime, prompt: list[dict[str, str]], toke
     }
 
 
+def llama_attempt(
+    llm: Any, rt: ModelRuntime, prompt: list[dict[str, str]], limit: int
+) -> tuple[float, int, str]:
+    """One whole greedy reply from llama.cpp: (seconds, reply tokens, text)."""
+    ids = rt.tokenizer(rt.render(prompt), add_special_tokens=False)["input_ids"]
+    llm.reset()
+    started = time.perf_counter()
+    got: list[int] = []
+    for token in llm.generate(ids, temp=0.0, top_k=1, reset=True):
+        if token in rt.eos_ids:
+            break
+        got.append(token)
+        if len(got) >= limit:
+            break
+    seconds = time.perf_counter() - started
+    return seconds, len(got), rt.tokenizer.decode(got, skip_special_tokens=True)
+
+
+def runtime_attempt(
+    rt: ModelRuntime, prompt: list[dict[str, str]], limit: int, lookup: bool
+) -> tuple[float, int, str]:
+    """One whole greedy reply from a dreamfix runtime: (seconds, reply tokens, text)."""
+    rt.forget_prefixes()  # a first attempt: nothing of this prompt is cached yet
+    params = GenerationParams(max_new_tokens=limit, prompt_lookup=lookup)
+    started = time.perf_counter()
+    out = rt.generate([prompt], params)[0]
+    return time.perf_counter() - started, out.completion_tokens, out.text
+
+
+def attempts_main(args: argparse.Namespace) -> int:
+    load_before = os.getloadavg()
+    f32 = ModelRuntime.load(args.model, dtype="float32", device="cpu", weights="float")
+    i8 = ModelRuntime.load(args.model, dtype="float32", device="cpu", weights="int8")
+    engines: dict[str, Any] = {
+        "float32": lambda p: runtime_attempt(f32, p, args.max_new_tokens, lookup=False),
+        "int8": lambda p: runtime_attempt(i8, p, args.max_new_tokens, lookup=False),
+        "int8 + lookup (served)": lambda p: runtime_attempt(i8, p, args.max_new_tokens, lookup=True),
+    }
+    try:
+        from llama_cpp import Llama
+        from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+        plain = Llama(model_path=str(args.gguf), n_ctx=4096, n_threads=args.threads, verbose=False)
+        drafted = Llama(
+            model_path=str(args.gguf), n_ctx=4096, n_threads=args.threads, verbose=False,
+            draft_model=LlamaPromptLookupDecoding(num_pred_tokens=10),
+        )  # fmt: skip
+        engines["llama.cpp"] = lambda p: llama_attempt(plain, f32, p, args.max_new_tokens)
+        engines["llama.cpp + lookup"] = lambda p: llama_attempt(drafted, f32, p, args.max_new_tokens)
+    except (ImportError, ValueError) as exc:
+        print(f"llama.cpp: unavailable ({exc})")
+    seconds: dict[str, list[float]] = {name: [] for name in engines}
+    tokens: dict[str, list[int]] = {name: [] for name in engines}
+    same: dict[str, int] = dict.fromkeys(engines, 0)
+    cases = prompts(args.attempts)
+    for _ in range(args.rounds):
+        for prompt in cases:
+            reference = None
+            for name, run in engines.items():
+                s, n, text = run(prompt)
+                seconds[name].append(s)
+                tokens[name].append(n)
+                reference = text if reference is None else reference
+                same[name] += text == reference
+    load_after = os.getloadavg()
+    total = args.rounds * len(cases)
+    print(f"whole fix attempts: {len(cases)} koan prompts × {args.rounds} rounds, threads {args.threads}, "
+          f"≤ {args.max_new_tokens} reply tokens, load {load_before[0]:.2f} → {load_after[0]:.2f}")  # fmt: skip
+    print("engine                    median s   max s  reply tokens (median)  text = float32")
+    rows = []
+    for name in engines:
+        row = {
+            "engine": name,
+            "median_s": statistics.median(seconds[name]),
+            "max_s": max(seconds[name]),
+            "median_tokens": statistics.median(tokens[name]),
+            "same_text_as_float32": f"{same[name]}/{total}",
+            "seconds": seconds[name],
+        }
+        rows.append(row)
+        print(f"{name:24s} {row['median_s']:9.2f} {row['max_s']:7.2f} {row['median_tokens']:12.0f}"
+              f"{row['same_text_as_float32']:>22s}")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps({"attempts": rows, "load": [load_before, load_after]}))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
@@ -128,8 +222,12 @@ def main() -> int:
     )
     ap.add_argument("--gguf", type=Path, default=default_gguf)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--attempts", type=int, default=0, help="measure N whole fix attempts per engine instead")
+    ap.add_argument("--max-new-tokens", type=int, default=768, help="reply limit of --attempts (serving's)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.attempts:
+        return attempts_main(args)
     load_before = os.getloadavg()
     engines: dict[str, Any] = {
         "float32": ModelRuntime.load(args.model, dtype="float32", device="cpu", weights="float"),
