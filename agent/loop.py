@@ -8,8 +8,9 @@ A reply that changes nothing, or leaves exactly the same errors, is a failed att
 hints on, the other output format, rustc's suggestions applied to the model's candidate, then sampling with
 a fresh seed. The same prompt is never sent greedily twice for one problem (it would get the same answer).
 
-Nothing here knows about torch or the service: the model is a ``generate(prompts, row_tasks)`` callable, the
-sandbox is a ``judge`` with ``verify``, and routing is a ``route(diagnostics) -> Route`` callable.
+Nothing here knows about torch or the service: the model is a ``generate(prompts, row_keys)`` callable, the
+sandbox is a ``judge`` with ``verify``, and routing is a ``route(diagnostics) -> Route`` callable; a
+generate row is named by its route's key, (task, version) or None for the base model, never a bank row.
 """
 
 from __future__ import annotations
@@ -73,13 +74,16 @@ class JoinedReply:
 #: Opens the code block when a reply that only explained the fix is continued.
 CODE_OPENING = "\n\n```rust\n"
 
-GenerateFn = Callable[[list[Messages], list[int] | None], Sequence[GenerationLike]]
+#: What one generate row runs with: the (task, version) of a served coefficient version; None = base model.
+RowKey = tuple[str, int] | None
+GenerateFn = Callable[[list[Messages], list[RowKey] | None], Sequence[GenerationLike]]
 #: Like GenerateFn, but samples (temperature > 0) with the given seed; the service binds the parameters.
-SampleFn = Callable[[list[Messages], list[int] | None, int], Sequence[GenerationLike]]
+SampleFn = Callable[[list[Messages], list[RowKey] | None, int], Sequence[GenerationLike]]
 
 
 class RouteLike(Protocol):
-    """router.Route: the task (None = base), its live coefficient version, and the bank row (-1 = base)."""
+    """router.Route: the task (None = base), its served coefficient version (None = base), and the key a
+    generate row runs with ((task, version), or None for the base model)."""
 
     @property
     def task(self) -> str | None: ...
@@ -88,7 +92,7 @@ class RouteLike(Protocol):
     def version(self) -> int | None: ...
 
     @property
-    def row(self) -> int: ...
+    def key(self) -> RowKey: ...
 
 
 RouteFn = Callable[[Sequence[Diagnostic]], RouteLike]
@@ -500,13 +504,13 @@ class FixLoop:
         sampled = [r for r in requests if r.sampled]
         replies: dict[int, GenerationLike] = {}
         if greedy:
-            outs = self.generate([r.messages for r in greedy], [r.route.row for r in greedy])
+            outs = self.generate([r.messages for r in greedy], [r.route.key for r in greedy])
             self._check_count(outs, greedy)
             replies.update({id(r): g for r, g in zip(greedy, outs, strict=True)})
         if sampled and self.sample is not None:
             # One seed per call: the runtime seeds the whole batch; rows still differ by their prompts.
             seed = min(r.seed or 0 for r in sampled)
-            outs = self.sample([r.messages for r in sampled], [r.route.row for r in sampled], seed)
+            outs = self.sample([r.messages for r in sampled], [r.route.key for r in sampled], seed)
             self._check_count(outs, sampled)
             replies.update({id(r): g for r, g in zip(sampled, outs, strict=True)})
 
@@ -549,7 +553,7 @@ class FixLoop:
         n = strategy.best_of
         rows = [replace_request(r, i) for r in requests for i in range(n)]
         seed = min(r.seed or 0 for r in requests)
-        outs = self.sample([r.messages for r in rows], [r.route.row for r in rows], seed)
+        outs = self.sample([r.messages for r in rows], [r.route.key for r in rows], seed)
         self._check_count(outs, rows)
         replies = {id(r): g for r, g in zip(rows, outs, strict=True)}
         parsed = self._ask_for_code(rows, replies)
@@ -623,7 +627,7 @@ class FixLoop:
             [*r.messages, {"role": "assistant", "content": replies[id(r)].text.rstrip() + CODE_OPENING}]
             for r in pending
         ]
-        outs = self.generate(prompts, [r.route.row for r in pending])
+        outs = self.generate(prompts, [r.route.key for r in pending])
         self._check_count(outs, pending)
         for request, out in zip(pending, outs, strict=True):
             first = replies[id(request)]

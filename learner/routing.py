@@ -1,7 +1,8 @@
 """Per-row task routing for the duration of one generate/forward call.
 
-The runtime sets which task each batch row belongs to (-1 = base model) and pins one snapshot of the
-coefficient bank; every routed layer reads both from here. Pinning the snapshot for the whole call is what
+Callers outside the learner name a row's coefficients by a :data:`TaskKey` (task, version); the runtime
+maps the keys to bank rows through the pinned snapshot (``BankSnapshot.rows_for``), sets which row each
+batch row reads (-1 = base model) and pins that snapshot; every routed layer reads both from here. Pinning the snapshot for the whole call is what
 makes hot-swap atomic: a forward sees the old coefficients or the new ones, never a mix across layers.
 Thread-local, so concurrent calls in different threads do not see each other's routes.
 """
@@ -13,6 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+#: A served coefficient version, as the router and the agent name it: (task, version). None: the base model.
+TaskKey = tuple[str, int]
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from learner import provision
-from learner.routing import routed
+from learner.routing import TaskKey, routed
 
 StopReason = Literal["eos", "stop", "length", "deadline"]
 ChatMessages = list[dict[str, str]]
-GenerateFn = Callable[[list[ChatMessages], list[int] | None], list["Generation"]]
+GenerateFn = Callable[[list[ChatMessages], list[TaskKey | None] | None], list["Generation"]]
 
 BASE_TASK = -1
 
@@ -65,6 +65,13 @@ class Generation:
     completion_tokens: int
     seconds: float
     stopped_by: StopReason
+
+
+class BankView(Protocol):
+    """What the runtime reads of one pinned bank snapshot (``learner.share.bank.BankSnapshot``) itself:
+    the bank row of each row's (task, version); the routed layers read the rest."""
+
+    def rows_for(self, keys: Sequence[TaskKey | None]) -> list[int]: ...
 
 
 class CoefficientBank(Protocol):
@@ -209,22 +216,23 @@ class ModelRuntime:
         self,
         prompts: list[ChatMessages],
         params: GenerationParams,
-        row_tasks: Sequence[int] | None = None,
-        snapshot: Any = None,
+        keys: Sequence[TaskKey | None] | None = None,
+        snapshot: BankView | None = None,
     ) -> list[Generation]:
-        """One completion per prompt, in the caller's order. ``row_tasks[i]`` routes prompt i (-1 = base).
+        """One completion per prompt, in the caller's order. ``keys[i]`` = (task, version) routes prompt i
+        through that task's coefficients; None (or no ``keys``) = the base model.
 
         ``snapshot`` pins a bank snapshot the caller already holds (the service pins one per request so its
-        routes and every round of its fix loop see the same versions); default: the bank's current one."""
-        if row_tasks is not None and len(row_tasks) != len(prompts):
-            raise ValueError(f"row_tasks has {len(row_tasks)} entries for {len(prompts)} prompts")
+        routes and every round of its fix loop see the same versions); default: the bank's current one, taken
+        when the call starts. A key the snapshot does not serve raises ``ValueError``."""
+        if keys is not None and len(keys) != len(prompts):
+            raise ValueError(f"keys has {len(keys)} entries for {len(prompts)} prompts")
         for i, messages in enumerate(prompts):
             _validate_messages(messages, i)
-        tasks = [int(t) for t in row_tasks] if row_tasks is not None else [BASE_TASK] * len(prompts)
-        rows = self._make_rows(prompts, tasks, params)
+        if snapshot is None and self.bank is not None:
+            snapshot = self.bank.snapshot()
+        rows = self._make_rows(prompts, _bank_rows(keys, snapshot, len(prompts)), params)
         with self._lock, torch.inference_mode():
-            if snapshot is None and self.bank is not None:
-                snapshot = self.bank.snapshot()
             greedy_lookup = params.prompt_lookup and params.temperature == 0
             if greedy_lookup:
                 for row in rows:
@@ -495,6 +503,16 @@ class ModelRuntime:
                     return
                 seq.append(token)
             copy_from = source + accepted + 1 if source is not None and accepted == len(draft) else None
+
+
+def _bank_rows(keys: Sequence[TaskKey | None] | None, snapshot: BankView | None, count: int) -> list[int]:
+    """Each prompt's bank row (-1 = base): the keys mapped through the pinned snapshot."""
+    if keys is None or all(key is None for key in keys):
+        return [BASE_TASK] * count
+    if snapshot is None:
+        task, version = next(key for key in keys if key is not None)
+        raise ValueError(f"a prompt is routed to {task!r} v{version}, but the runtime has no Share bank")
+    return [int(row) for row in snapshot.rows_for(keys)]
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

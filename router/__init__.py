@@ -1,11 +1,11 @@
-"""dreamfix router: rustc diagnostics → task key with a confidence, the route table (task → active
-coefficient version), and the fallback to the base model."""
+"""dreamfix router: rustc diagnostics → task key with a confidence, the served version of that task, and
+the fallback to the base model."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
-from router.table import BASE_ROUTE, BASE_ROW, ActiveVersion, Route, RouteTable
+from router.table import BASE_ROUTE, Route, resolve
 from router.tasks import (
     DEFAULT_RULES,
     DiagnosticLike,
@@ -16,26 +16,27 @@ from router.tasks import (
 )
 
 
-def make_route_fn(router: TaskRouter, table: RouteTable) -> Callable[[Iterable[DiagnosticLike]], Route]:
-    """The ``route`` callable the fix loop takes: diagnostics → the task's live version, or base."""
+def make_route_fn(
+    router: TaskRouter, versions: Mapping[str, int]
+) -> Callable[[Iterable[DiagnosticLike]], Route]:
+    """The ``route`` callable the fix loop takes: diagnostics → the task and its served version (from
+    ``versions``, task → version, e.g. one pinned bank snapshot's), or base."""
 
     def route(diagnostics: Iterable[DiagnosticLike]) -> Route:
-        return table.resolve(router.route(diagnostics))
+        return resolve(router.route(diagnostics), versions)
 
     return route
 
 
 __all__ = [
     "BASE_ROUTE",
-    "BASE_ROW",
     "DEFAULT_RULES",
-    "ActiveVersion",
     "DiagnosticLike",
     "Route",
     "RouteDecision",
-    "RouteTable",
     "TaskRouter",
     "TaskRule",
     "error_diagnostics",
     "make_route_fn",
+    "resolve",
 ]

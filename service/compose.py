@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 from agent.diagnostics import Diagnostic
 from agent.loop import DEFAULT_OUTPUT_FORMAT, FixLoop, Strategy
 from agent.sandbox import Sandbox, SandboxConfig, SandboxUnavailable
-from router import Route, TaskRouter
-from router.table import BASE_ROW
+from router import Route, TaskRouter, make_route_fn
 from service.settings import Settings
 
 if TYPE_CHECKING:
+    from learner.routing import TaskKey
     from learner.runtime import GenerationParams, ModelRuntime
     from learner.share.bank import BankSnapshot
 
@@ -69,15 +69,16 @@ def generation_params(settings: Settings) -> GenerationParams:
 def model_fns(
     runtime: ModelRuntime, params: GenerationParams, snapshot: Any = None
 ) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """The fix loop's ``generate(prompts, row_tasks)`` and ``sample(prompts, row_tasks, seed)`` over one
-    runtime; ``snapshot`` pins the Share bank snapshot both use (None: the runtime's current one)."""
+    """The fix loop's ``generate(prompts, keys)`` and ``sample(prompts, keys, seed)`` over one runtime (a
+    key: (task, version), None = base); ``snapshot`` pins the Share bank snapshot both map the keys through
+    (None: the runtime's current one)."""
 
-    def generate(prompts: list[list[dict[str, str]]], row_tasks: list[int] | None) -> Any:
-        return runtime.generate(prompts, params, row_tasks, snapshot=snapshot)
+    def generate(prompts: list[list[dict[str, str]]], keys: list[TaskKey | None] | None) -> Any:
+        return runtime.generate(prompts, params, keys, snapshot=snapshot)
 
-    def sample(prompts: list[list[dict[str, str]]], row_tasks: list[int] | None, seed: int) -> Any:
+    def sample(prompts: list[list[dict[str, str]]], keys: list[TaskKey | None] | None, seed: int) -> Any:
         sampled = replace(params, temperature=0.7, top_p=0.95, seed=seed, prompt_lookup=False)
-        return runtime.generate(prompts, sampled, row_tasks, snapshot=snapshot)
+        return runtime.generate(prompts, sampled, keys, snapshot=snapshot)
 
     return generate, sample
 
@@ -98,18 +99,9 @@ def serving_strategy(
 
 
 def route_fn(router: TaskRouter, snapshot: BankSnapshot | None) -> Callable[[Sequence[Diagnostic]], Route]:
-    """Diagnostics → the task they route to and that task's version and row in ``snapshot`` (the Share bank
+    """Diagnostics → the task they route to and that task's version in ``snapshot`` (the Share bank
     snapshot pinned for one fix loop; None or a task it lacks: the base model)."""
-
-    def route(diagnostics: Sequence[Diagnostic]) -> Route:
-        decision = router.route(diagnostics)
-        if decision.task is None:
-            return Route(None, None, BASE_ROW)
-        if snapshot is None or decision.task not in snapshot.task_index:
-            return Route(decision.task, None, BASE_ROW)
-        return Route(decision.task, snapshot.versions[decision.task], snapshot.task_index[decision.task])
-
-    return route
+    return make_route_fn(router, snapshot.versions if snapshot is not None else {})
 
 
 def build_fix_loop(
@@ -134,7 +126,7 @@ def build_fix_loop(
     workers = settings.sandbox.max_concurrency
     if runtime is None:
 
-        def no_model(prompts: list[list[dict[str, str]]], row_tasks: list[int] | None) -> list[Any]:
+        def no_model(prompts: list[list[dict[str, str]]], keys: list[TaskKey | None] | None) -> list[Any]:
             raise RuntimeError("this strategy needs no model, yet the loop asked for one")
 
         return FixLoop(sandbox, wrap(no_model), route, None, check_workers=workers)

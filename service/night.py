@@ -37,8 +37,7 @@ from agent.pools import POOL_SIZE, Pools, build_pools
 from agent.problems import Problem
 from agent.prompt import build_messages
 from agent.sandbox import Job, Sandbox
-from router.table import BASE_ROW
-from service.compose import generation_params, model_fns
+from service.compose import generation_params, model_fns, route_fn
 from service.db.repositories import (
     AdapterRepository,
     BasisRepository,
@@ -160,18 +159,18 @@ def examples_by_task(
     wanted = set(settings.night.tasks) if settings.night.tasks else None
     results = sandbox.check_many([Job(p.source, p.mode, p.edition) for p in pairs])
     snapshot = serving.pinned_snapshot()
+    route = route_fn(serving.router, snapshot)
     routed: list[tuple[str, SelfProblem]] = []
     for pair, result in zip(pairs, results, strict=True):
         if result.ok or not result.diagnostics:
             continue
-        decision = serving.router.route(result.diagnostics)
-        if decision.task is None or (wanted is not None and decision.task not in wanted):
+        r = route(result.diagnostics)
+        if r.task is None or (wanted is not None and r.task not in wanted):
             continue
-        row = snapshot.task_index.get(decision.task, BASE_ROW) if snapshot is not None else BASE_ROW
         problem = SelfProblem(
-            pair.source, result.diagnostics, pair.fixed, pair.mode, pair.edition, pair.tests, row
+            pair.source, result.diagnostics, pair.fixed, pair.mode, pair.edition, pair.tests, r.key
         )
-        routed.append((decision.task, problem))
+        routed.append((r.task, problem))
     problems = [p for _, p in routed]
     k = settings.night.self_samples
     if k > 0 and serving.runtime is not None:

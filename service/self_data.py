@@ -11,13 +11,14 @@ cause sentence first, then the program.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from agent.diagnostics import Diagnostic
 from agent.generators import normalize
 from agent.hints import hints_for
+from agent.loop import GenerateFn, RowKey, SampleFn
 from agent.prompt import (
     OutputFormat,
     build_messages,
@@ -29,8 +30,6 @@ from agent.prompt import (
 from agent.sandbox import Job, Sandbox
 
 Messages = list[dict[str, str]]
-GenerateFn = Callable[[list[Messages], list[int] | None], Sequence[Any]]
-SampleFn = Callable[[list[Messages], list[int] | None, int], Sequence[Any]]
 TargetKind = Literal["greedy", "sampled", "reference"]
 
 
@@ -44,7 +43,7 @@ class SelfProblem:
     mode: str = "bin"
     edition: str = "2021"
     tests: str | None = None
-    row: int = -1  # the Share row its route uses (-1 = base)
+    key: RowKey = None  # the (task, version) its route serves it with (None = base)
 
 
 @dataclass(frozen=True)
@@ -129,8 +128,8 @@ def self_generated_targets(
     messages = [
         build_messages(p.source, p.diagnostics, hints=hints, output_format=output_format) for p in problems
     ]
-    rows = [p.row for p in problems]
-    greedy = [g.text for g in generate(messages, rows)]
+    keys = [p.key for p in problems]
+    greedy = [g.text for g in generate(messages, keys)]
     greedy_ok = _verified(sandbox, problems, greedy, output_format)
     targets: list[list[Target]] = [[] for _ in problems]
     failed = []
@@ -143,7 +142,7 @@ def self_generated_targets(
     if failed and k > 0:
         # one batch: k rows per failed problem, row j seeded seed + j by the runtime
         order = [i for i in failed for _ in range(k)]
-        replies = [g.text for g in sample([messages[i] for i in order], [rows[i] for i in order], seed)]
+        replies = [g.text for g in sample([messages[i] for i in order], [keys[i] for i in order], seed)]
         stats.samples = len(replies)
         ok = _verified(sandbox, [problems[i] for i in order], replies, output_format)
         seen: dict[int, set[str]] = {}

@@ -35,7 +35,7 @@ from service.settings import Settings
 if TYPE_CHECKING:
     from agent.episodes import ProblemRecord
     from learner.runtime import ModelRuntime
-    from learner.share.bank import BankSnapshot, ShareBank
+    from learner.share.bank import BankSnapshot, ShareBank, Version
     from service.api.schemas import CheckRequest, FixRequest, FixResponse
 
 log = logging.getLogger(__name__)
@@ -96,53 +96,42 @@ class ServingRuntime:
         return True
 
     def _install(self, active: Sequence[Any], basis_row: Any) -> None:
-        from learner.share.artifacts import load_bases, load_task_version
-        from learner.share.layer import attach_share
+        """Say what the bank should serve: the active versions that live in the active basis. The bank
+        reconciles itself to that in one swap (``ShareBank.reconcile``)."""
+        from learner.share.artifacts import load_bases
 
         assert self.runtime is not None
-        if not active and self.bank is None:
-            return
         if basis_row is None:
             if self.bank is not None:  # everything rolled back: drop every task, keep the layers
-                for task in list(self.bank.tasks()):
-                    self.bank.remove_task(task)
+                self.bank.reconcile({})
             return
+        if not active and self.bank is None:
+            return  # nothing to serve and no Share layers yet: the plain base model
         basis = load_bases(basis_row.path)
-        model_id = self.runtime.model_id
-        coeffs = {
-            row.task: load_task_version(
-                row.path, expect_basis_id=basis.basis_id, expect_base_model_id=model_id
-            )
-            for row in active
-            if row.basis_id == basis.basis_id
-        }
-        stale = (
-            [f"{row.task}@v{row.version}" for row in active if row.basis_id != basis.basis_id]
-            if active
-            else []
-        )
+        stale = [f"{row.task}@v{row.version}" for row in active if row.basis_id != basis.basis_id]
         if stale:
             log.warning("active versions in another basis are not served: %s", stale)
+        desired = {
+            row.task: self._desired(row, basis.basis_id) for row in active if row.basis_id == basis.basis_id
+        }
         if self.bank is None:
-            bank = attach_share(self.runtime.model, basis.bases, base_model_id=model_id)
-            for task, tv in coeffs.items():
-                bank.set_task(task, tv.coeffs, tv.version)
-            self.bank = bank
-            self.runtime.bank = bank
-            return
-        if self.bank.basis_id != basis.basis_id:
-            self.bank.replace_bases(
-                basis.bases,
-                {t: tv.coeffs for t, tv in coeffs.items()},
-                {t: tv.version for t, tv in coeffs.items()},
-            )
-            return
-        for task in list(self.bank.tasks()):
-            if task not in coeffs:
-                self.bank.remove_task(task)
-        for task, tv in coeffs.items():
-            if task not in self.bank.tasks() or self.bank.version(task) != tv.version:
-                self.bank.set_task(task, tv.coeffs, tv.version)
+            from learner.share.layer import attach_share
+
+            self.bank = attach_share(self.runtime.model, basis.bases, base_model_id=self.runtime.model_id)
+            self.runtime.bank = self.bank
+        self.bank.reconcile(desired, basis.bases)
+
+    def _desired(self, row: Any, basis_id: str) -> Version:
+        """An active version row as the bank's desired entry; its file is read only if the bank needs it."""
+        from learner.share.artifacts import load_task_version
+        from learner.share.bank import Version
+
+        path, model_id = row.path, self.runtime.model_id if self.runtime is not None else None
+
+        def load() -> Any:
+            return load_task_version(path, expect_basis_id=basis_id, expect_base_model_id=model_id).coeffs
+
+        return Version(row.version, load)
 
     def active_versions(self) -> dict[str, int]:
         if self.bank is None:

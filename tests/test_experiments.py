@@ -107,9 +107,8 @@ def test_share_rows_change_outputs_only_when_coefficients_are_nonzero(experiment
             for k, c in p1.coefficients["moves"].items()
         }
         bank.set_task("zero", zero, 1)
-        row, zero_row = bank.index("mutability"), bank.index("zero")
-        routed = reference_nll(experiment.runtime, items, [row, row], bank.snapshot())
-        zeroed = reference_nll(experiment.runtime, items, [zero_row, zero_row], bank.snapshot())
+        routed = reference_nll(experiment.runtime, items, [("mutability", 1)] * 2, bank.snapshot())
+        zeroed = reference_nll(experiment.runtime, items, [("zero", 1)] * 2, bank.snapshot())
         assert routed != base
         flat = [v for d in base for v in d.values()]
         assert [v for d in zeroed for v in d.values()] == pytest.approx(flat, abs=1e-5)

@@ -166,25 +166,30 @@ def test_eval_rejects_unknown_families(settings_env: Path, capsys: pytest.Captur
 def test_greedy_replies_decodes_each_prompt_once_and_keeps_the_order() -> None:
     from service.cli.eval import GreedyReplies
 
-    calls: list[tuple[list[str], list[int] | None]] = []
+    calls: list[tuple[list[str], list[Any] | None]] = []
 
-    def generate(prompts: list[list[dict[str, str]]], rows: list[int] | None) -> list[str]:
-        calls.append(([p[0]["content"] for p in prompts], rows))
-        rows = rows or [-1] * len(prompts)
-        return [f"reply to {p[0]['content']} on row {r}" for p, r in zip(prompts, rows, strict=True)]
+    def generate(prompts: list[list[dict[str, str]]], keys: list[Any] | None) -> list[str]:
+        calls.append(([p[0]["content"] for p in prompts], keys))
+        keys = keys or [None] * len(prompts)
+        return [f"reply to {p[0]['content']} on {k}" for p, k in zip(prompts, keys, strict=True)]
 
     replies = GreedyReplies(generate)
     a, b = [{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]
-    assert replies([a, b, a], [0, 0, 0]) == [
-        "reply to a on row 0",
-        "reply to b on row 0",
-        "reply to a on row 0",
+    moves = ("moves", 1)
+    assert replies([a, b, a], [moves, moves, moves]) == [
+        "reply to a on ('moves', 1)",
+        "reply to b on ('moves', 1)",
+        "reply to a on ('moves', 1)",
     ]
-    assert calls == [(["a", "b"], [0, 0])]
-    # Same prompt on another task row is another decode; a repeat on a known row is not.
-    assert replies([a, a], [1, 0]) == ["reply to a on row 1", "reply to a on row 0"]
-    assert calls[-1] == (["a"], [1])
-    assert (replies.hits, replies.misses) == (2, 3)  # the repeated 'a' in the first call, then row 0
+    assert calls == [(["a", "b"], [moves, moves])]
+    # Same prompt on another task version or the base model is another decode; a repeat is not.
+    assert replies([a, a, a], [("moves", 2), moves, None]) == [
+        "reply to a on ('moves', 2)",
+        "reply to a on ('moves', 1)",
+        "reply to a on None",
+    ]
+    assert calls[-1] == (["a", "a"], [("moves", 2), None])
+    assert (replies.hits, replies.misses) == (2, 4)  # the repeated 'a' in the first call, then moves v1
 
 
 @pytest.mark.slow

@@ -14,11 +14,11 @@ import pytest
 
 from agent.diagnostics import Diagnostic, parse_rendered
 from agent.koans import load_koans
-from agent.loop import CODE_OPENING, STRATEGIES, FixLoop, Problem, Strategy
+from agent.loop import CODE_OPENING, STRATEGIES, FixLoop, Problem, RowKey, Strategy
 from agent.metrics import repeat_error_rate
 from agent.prompt import format_program_answer
 from agent.sandbox import Sandbox, SandboxConfig
-from router import ActiveVersion, Route, RouteTable, TaskRouter, make_route_fn
+from router import Route, TaskRouter, make_route_fn
 
 Messages = list[dict[str, str]]
 _PROGRAM = re.compile(r"```rust\n(.*?)\n```", re.S)
@@ -37,10 +37,10 @@ class Scripted:
 
     def __init__(self, answer: Callable[[str, str], str]) -> None:
         self.answer = answer
-        self.calls: list[tuple[list[Messages], list[int] | None]] = []
+        self.calls: list[tuple[list[Messages], list[RowKey] | None]] = []
 
-    def __call__(self, prompts: list[Messages], row_tasks: list[int] | None) -> list[Reply]:
-        self.calls.append((prompts, row_tasks))
+    def __call__(self, prompts: list[Messages], row_keys: list[RowKey] | None) -> list[Reply]:
+        self.calls.append((prompts, row_keys))
         replies = []
         for messages in prompts:
             user = next(m["content"] for m in reversed(messages) if m["role"] == "user")
@@ -56,10 +56,10 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Sandbox:
 
 
 def _route() -> Callable[[Sequence[Diagnostic]], Route]:
-    return make_route_fn(TaskRouter(), RouteTable())
+    return make_route_fn(TaskRouter(), {})
 
 
-def _never(prompts: list[Messages], row_tasks: list[int] | None) -> list[Reply]:
+def _never(prompts: list[Messages], row_keys: list[RowKey] | None) -> list[Reply]:
     raise AssertionError("the model must not be asked")
 
 
@@ -82,7 +82,7 @@ def test_reference_fixes_pass_in_one_batched_round(sandbox: Sandbox) -> None:
     records = loop.run([Problem.from_koan(k) for k in koans], STRATEGIES["loop"])
 
     assert len(generate.calls) == 1 and len(generate.calls[0][0]) == 4  # one batched call
-    assert generate.calls[0][1] == [-1, -1, -1, -1]  # no published coefficients: base rows
+    assert generate.calls[0][1] == [None] * 4  # no published coefficients: base rows
     for koan, record in zip(koans, records, strict=True):
         assert (record.fixed, record.verified, record.final_status, record.steps_to_green) == (
             True,
@@ -122,9 +122,9 @@ def test_an_unchanged_reply_changes_course_and_no_prompt_is_sent_twice(sandbox: 
     echo = Scripted(lambda program, _: format_program_answer(program))
     sampled_seeds: list[int] = []
 
-    def sample(prompts: list[Messages], row_tasks: list[int] | None, seed: int) -> list[Reply]:
+    def sample(prompts: list[Messages], row_keys: list[RowKey] | None, seed: int) -> list[Reply]:
         sampled_seeds.append(seed)
-        return echo(prompts, row_tasks)
+        return echo(prompts, row_keys)
 
     loop = FixLoop(sandbox, echo, _route(), "m", sample=sample)
     problem = Problem("double", LIB_BROKEN, "lib", "2021", LIB_TESTS)
@@ -217,15 +217,14 @@ def test_code_needing_unavailable_crates_is_answered_but_unverified(sandbox: San
     assert "error[E0308]" in generate.calls[0][0][0][-1]["content"]
 
 
-def test_routes_reach_generate_as_row_tasks(sandbox: Sandbox) -> None:
+def test_routes_reach_generate_as_task_keys(sandbox: Sandbox) -> None:
     by_id = {k.id: k for k in load_koans()}
     koans = [by_id["moves-001"], by_id["borrows-002"]]
     fixes = {k.broken.strip(): k.fixed for k in koans}
-    table = RouteTable({"moves": ActiveVersion(version=7, row=2)})
     generate = Scripted(lambda program, _: format_program_answer(fixes[program.strip()]))
-    loop = FixLoop(sandbox, generate, make_route_fn(TaskRouter(), table), "m")
+    loop = FixLoop(sandbox, generate, make_route_fn(TaskRouter(), {"moves": 7}), "m")
     moves, borrows = loop.run([Problem.from_koan(k) for k in koans], STRATEGIES["base"])
-    assert generate.calls[0][1] == [2, -1]
+    assert generate.calls[0][1] == [("moves", 7), None]
     assert (moves.attempts[0].route_task, moves.attempts[0].route_version) == ("moves", 7)
     assert (borrows.attempts[0].route_task, borrows.attempts[0].route_version) == ("borrows", None)
 
@@ -255,7 +254,7 @@ def test_a_reply_that_only_explains_is_continued_into_code_within_one_attempt(sa
     broken = fixed.replace("let mut", "let")
     seen: list[Messages] = []
 
-    def generate(prompts: list[Messages], row_tasks: list[int] | None) -> list[Reply]:
+    def generate(prompts: list[Messages], row_keys: list[RowKey] | None) -> list[Reply]:
         seen.extend(prompts)
         out = []
         for messages in prompts:
@@ -286,9 +285,9 @@ def test_best_of_n_samples_rows_in_one_call_verifies_them_all_and_takes_a_passin
     greedy = Scripted(lambda program, _: format_program_answer(wrong))
     calls: list[tuple[int, int]] = []
 
-    def sample(prompts: list[Messages], row_tasks: list[int] | None, seed: int) -> list[Reply]:
+    def sample(prompts: list[Messages], row_keys: list[RowKey] | None, seed: int) -> list[Reply]:
         calls.append((len(prompts), seed))
-        assert row_tasks == [-1] * len(prompts)
+        assert row_keys == [None] * len(prompts)
         bad = format_program_answer(LIB_BROKEN.replace('"2"', "2.0"))
         return [Reply(format_program_answer(LIB_FIXED) if i == 2 else bad) for i in range(len(prompts))]
 
@@ -311,8 +310,8 @@ def test_best_of_n_samples_rows_in_one_call_verifies_them_all_and_takes_a_passin
 def test_best_of_n_without_a_passing_row_continues_from_the_best_candidate(sandbox: Sandbox) -> None:
     echo = Scripted(lambda program, _: format_program_answer(program))
 
-    def sample(prompts: list[Messages], row_tasks: list[int] | None, seed: int) -> list[Reply]:
-        return echo(prompts, row_tasks)  # every row unchanged
+    def sample(prompts: list[Messages], row_keys: list[RowKey] | None, seed: int) -> list[Reply]:
+        return echo(prompts, row_keys)  # every row unchanged
 
     loop = FixLoop(sandbox, echo, _route(), "m", sample=sample)
     problem = Problem("double", LIB_BROKEN, "lib", "2021", LIB_TESTS)

@@ -1,23 +1,13 @@
-"""The router on real rustc diagnostics of the koans, its fallback to base and the route table."""
+"""The router on real rustc diagnostics of the koans, its fallback to base and the served versions."""
 
 from __future__ import annotations
-
-import threading
 
 import pytest
 
 from agent.diagnostics import Diagnostic
 from agent.koans import Koan, load_koans
 from agent.sandbox import Job, Sandbox, SandboxConfig
-from router import (
-    BASE_ROUTE,
-    ActiveVersion,
-    Route,
-    RouteTable,
-    TaskRouter,
-    TaskRule,
-    make_route_fn,
-)
+from router import BASE_ROUTE, Route, TaskRouter, TaskRule, make_route_fn, resolve
 
 
 def _error(code: str | None, message: str, rendered: str = "") -> Diagnostic:
@@ -122,52 +112,18 @@ def test_bad_rules_are_rejected_clearly() -> None:
         TaskRouter(threshold=1.5)
 
 
-def test_route_table_resolves_active_versions_and_falls_back_to_base() -> None:
-    table = RouteTable({"moves": ActiveVersion(version=3, row=0)})
+def test_routes_carry_the_served_version_and_fall_back_to_base() -> None:
     router = TaskRouter()
     moved = router.route([_error("E0382", "use of moved value: `x`")])
     borrowed = router.route([_error("E0499", "cannot borrow `x` as mutable more than once at a time")])
-    assert table.resolve(moved) == Route("moves", 3, 0)
-    assert table.resolve(borrowed) == Route("borrows", None, -1)  # no active version: base
-    assert table.resolve(router.route([])) == BASE_ROUTE
-    generation = table.publish({"borrows": ActiveVersion(1, 0)})
-    assert generation == 2
-    assert table.resolve(moved) == Route("moves", None, -1)
-    assert table.resolve(borrowed) == Route("borrows", 1, 0)
-    route = make_route_fn(router, table)
-    assert route([_error("E0499", "cannot borrow `x` as mutable more than once at a time")]).row == 0
-
-
-def test_route_table_rejects_bad_mappings() -> None:
-    table = RouteTable()
-    with pytest.raises(ValueError, match="both claim bank row 0"):
-        table.publish({"a": ActiveVersion(1, 0), "b": ActiveVersion(2, 0)})
-    with pytest.raises(ValueError, match="row"):
-        ActiveVersion(1, -1)
-    with pytest.raises(TypeError):
-        table.publish({"a": (1, 0)})  # type: ignore[dict-item]
-    assert table.generation == 0 and dict(table.snapshot()) == {}
-
-
-def test_route_table_publish_is_atomic_for_concurrent_readers() -> None:
-    tasks = [f"t{i}" for i in range(8)]
-    table = RouteTable({t: ActiveVersion(0, i) for i, t in enumerate(tasks)})
-    stop = threading.Event()
-    torn: list[set[int]] = []
-
-    def reader() -> None:
-        while not stop.is_set():
-            versions = {a.version for a in table.snapshot().values()}
-            if len(versions) != 1:
-                torn.append(versions)
-
-    threads = [threading.Thread(target=reader) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for version in range(1, 300):
-        table.publish({t: ActiveVersion(version, i) for i, t in enumerate(tasks)})
-    stop.set()
-    for t in threads:
-        t.join()
-    assert not torn
-    assert table.generation == 300
+    served = {"moves": 3}
+    assert resolve(moved, served) == Route("moves", 3) and resolve(moved, served).key == ("moves", 3)
+    assert resolve(borrowed, served) == Route("borrows", None)  # no served version: base
+    assert resolve(borrowed, served).key is None
+    assert resolve(router.route([]), served) == BASE_ROUTE and BASE_ROUTE.key is None
+    route = make_route_fn(router, {"borrows": 1})
+    assert route([_error("E0499", "cannot borrow `x` as mutable more than once at a time")]).key == (
+        "borrows",
+        1,
+    )
+    assert route([_error("E0382", "use of moved value: `x`")]).key is None

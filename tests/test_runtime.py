@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from learner import routing
+from learner.routing import TaskKey
 from learner.runtime import (
     GenerationParams,
     ModelRuntime,
@@ -35,9 +37,11 @@ PROMPTS = [
 GREEDY = GenerationParams(max_new_tokens=16)
 
 
-def one_by_one(runtime: ModelRuntime, params: GenerationParams, tasks: list[int] | None = None) -> list[str]:
-    tasks = tasks or [-1] * len(PROMPTS)
-    return [runtime.generate([p], params, [t])[0].text for p, t in zip(PROMPTS, tasks, strict=True)]
+def one_by_one(
+    runtime: ModelRuntime, params: GenerationParams, keys: list[TaskKey | None] | None = None
+) -> list[str]:
+    keys = keys or [None] * len(PROMPTS)
+    return [runtime.generate([p], params, [k])[0].text for p, k in zip(PROMPTS, keys, strict=True)]
 
 
 def test_batched_greedy_equals_one_by_one_and_keeps_order(tiny_runtime: ModelRuntime) -> None:
@@ -121,7 +125,7 @@ def test_prefix_cache_reuses_shared_prompt_starts_without_changing_replies(
     assert tiny_runtime.lookup_stats["prefix_tokens_reused"] > shared
     # A Share row's keys and values depend on its coefficients: a base-row entry is never reused for it.
     tiny_runtime.lookup_stats.clear()
-    tiny_runtime.generate([retry], params, row_tasks=[0], snapshot=object())
+    tiny_runtime.generate([retry], params, keys=[("t", 1)], snapshot=ScaleSnapshot({"t": (0, 0.0)}))
     assert tiny_runtime.lookup_stats["prefix_tokens_reused"] == 0
 
 
@@ -216,16 +220,28 @@ def test_tiny_top_p_keeps_only_the_most_likely_token(tiny_runtime: ModelRuntime)
     ]
 
 
-class ScaleBank:
-    """Stand-in for the Share bank: a snapshot maps task -> an offset the test layer adds to its rows."""
+class ScaleSnapshot:
+    """Stand-in for a Share bank snapshot: task -> (its bank row, an offset the test layer adds to that
+    row's outputs); keys map to rows like ``BankSnapshot.rows_for``."""
 
-    def __init__(self, offsets: dict[int, float]) -> None:
-        self.offsets = offsets
+    def __init__(self, tasks: dict[str, tuple[int, float]]) -> None:
+        self.tasks = tasks
+        self.offsets = dict(tasks.values())
+
+    def rows_for(self, keys: Sequence[TaskKey | None]) -> list[int]:
+        return [-1 if key is None else self.tasks[key[0]][0] for key in keys]
+
+
+class ScaleBank:
+    """Stand-in for the Share bank: hands out a fresh snapshot per call and counts them."""
+
+    def __init__(self, tasks: dict[str, tuple[int, float]]) -> None:
+        self.tasks = tasks
         self.snapshots = 0
 
-    def snapshot(self) -> dict[int, float]:
+    def snapshot(self) -> ScaleSnapshot:
         self.snapshots += 1
-        return dict(self.offsets)
+        return ScaleSnapshot(dict(self.tasks))
 
 
 def install_routed_layer(runtime: ModelRuntime, seen: list[Any]) -> None:
@@ -237,7 +253,7 @@ def install_routed_layer(runtime: ModelRuntime, seen: list[Any]) -> None:
         if context is None:
             return output
         assert context.row_tasks.shape == (output.shape[0],)
-        offsets = torch.tensor([context.snapshot.get(int(t), 0.0) for t in context.row_tasks])
+        offsets = torch.tensor([context.snapshot.offsets.get(int(t), 0.0) for t in context.row_tasks])
         return output + offsets[:, None, None]
 
     runtime.model.model.layers[0].mlp.down_proj.register_forward_hook(hook)
@@ -249,25 +265,25 @@ def test_routing_applies_each_rows_task_inside_mixed_batches(tiny_runtime: Model
     base = [g.text for g in tiny_runtime.generate(PROMPTS, GREEDY)]
     assert seen and all(context is None for context in seen)  # no bank: nothing routed
 
-    bank = ScaleBank({5: 3.0, 2: -3.0})
+    bank = ScaleBank({"five": (5, 3.0), "two": (2, -3.0)})
     tiny_runtime.bank = bank
-    tasks = [5, -1, 2, -1, 5]
+    keys: list[TaskKey | None] = [("five", 1), None, ("two", 1), None, ("five", 1)]
     seen.clear()
-    mixed = [g.text for g in tiny_runtime.generate(PROMPTS, GREEDY, tasks)]
+    mixed = [g.text for g in tiny_runtime.generate(PROMPTS, GREEDY, keys)]
     assert bank.snapshots == 1  # one pinned snapshot per call
     prefill = seen[0]
-    assert sorted(prefill.row_tasks.tolist()) == sorted(tasks)  # all tasks share one batch
-    assert mixed == one_by_one(tiny_runtime, GREEDY, tasks)
-    assert [m == b for m, b in zip(mixed, base, strict=True)] == [t == -1 for t in tasks]
+    assert sorted(prefill.row_tasks.tolist()) == sorted([5, -1, 2, -1, 5])  # all tasks share one batch
+    assert mixed == one_by_one(tiny_runtime, GREEDY, keys)
+    assert [m == b for m, b in zip(mixed, base, strict=True)] == [k is None for k in keys]
 
-    looked_up = tiny_runtime.generate(PROMPTS, replace(GREEDY, prompt_lookup=True), tasks)
+    looked_up = tiny_runtime.generate(PROMPTS, replace(GREEDY, prompt_lookup=True), keys)
     assert [g.text for g in looked_up] == mixed
     assert routing.current() is None  # the context does not leak out of generate
 
     # A caller may pin its own snapshot (one per request, across the rounds of its fix loop).
     seen.clear()
-    pinned, taken = {5: 3.0}, bank.snapshots
-    tiny_runtime.generate(PROMPTS[:1], GREEDY, [5], snapshot=pinned)
+    pinned, taken = ScaleSnapshot({"five": (5, 3.0)}), bank.snapshots
+    tiny_runtime.generate(PROMPTS[:1], GREEDY, [("five", 1)], snapshot=pinned)
     assert seen and all(context.snapshot is pinned for context in seen) and bank.snapshots == taken
 
 
@@ -313,8 +329,11 @@ def test_bad_generation_params_are_rejected(kwargs: dict[str, Any]) -> None:
 
 
 def test_bad_requests_get_clear_errors(tiny_runtime: ModelRuntime) -> None:
-    with pytest.raises(ValueError, match="row_tasks has 1 entries for 2 prompts"):
-        tiny_runtime.generate(PROMPTS[:2], GREEDY, [3])
+    with pytest.raises(ValueError, match="keys has 1 entries for 2 prompts"):
+        tiny_runtime.generate(PROMPTS[:2], GREEDY, [("moves", 1)])
+    assert tiny_runtime.bank is None
+    with pytest.raises(ValueError, match="routed to 'moves' v1, but the runtime has no Share bank"):
+        tiny_runtime.generate(PROMPTS[:2], GREEDY, [None, ("moves", 1)])
     with pytest.raises(ValueError, match="non-empty list"):
         tiny_runtime.generate([[]], GREEDY)
     with pytest.raises(ValueError, match="'role' and 'content'"):

@@ -25,7 +25,6 @@ from learner.share.phases import (
     CoefficientTrainer,
     Phase2Config,
     Phase2Result,
-    finetune_merged,
     merge_bank,
     phase1,
     phase2,
@@ -226,27 +225,6 @@ def test_phase3_reports_the_error_when_the_cap_forces_compression(tiny_model) ->
             den += float(want.norm() ** 2)
         assert merged.report.errors[name] == pytest.approx((num / den) ** 0.5, rel=1e-4)
         assert merged.report.errors[name] > 0.05
-
-
-def test_finetune_after_merge_lowers_the_task_loss(fresh_tiny_model) -> None:
-    model, tokenizer = fresh_tiny_model
-    result = phase1([random_seed(model, f"s{i}", i) for i in range(2)], threshold=1.0)
-    bank = attach_share(model, result.bases)
-    for name, coeffs in result.coefficients.items():
-        bank.set_task(name, coeffs, version=1)
-    merged = merge_bank(bank)
-    tuned = finetune_merged(
-        model,
-        tokenizer,
-        merged,
-        {"s0": examples("clone")},
-        Phase2Config(steps=8, learning_rate=3e-2, progress=False),
-    )
-    losses = tuned.finetune_losses["s0"]
-    assert losses[-1] < losses[0]
-    assert list(tuned.finetune_losses) == ["s0"]
-    for key, c in merged.coefficients["s1"].items():  # tasks without examples keep their merged values
-        assert torch.equal(tuned.coefficients["s1"][key].eb, c.eb)
 
 
 def test_task_versions_round_trip_and_refuse_another_basis(tiny_model, tmp_path: Path) -> None:

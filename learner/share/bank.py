@@ -8,6 +8,10 @@ in every layer, never a mix, without any lock on the hot path.
 The bases live in the snapshot too, not in the layers: Phase 3 changes the bases *and* every task's
 coefficients at once, and that must be just as atomic as a single task's swap.
 
+The seam with the rest of the daemon is task keys: the service says which version of each task it wants
+served (``reconcile``, one swap for the whole change), the router and the agent name a row by
+``(task, version)``, and the snapshot maps those keys to its rows (``rows_for``). Rows never leave learner.
+
 Task indices are stable: a task keeps its slot until removed, and a freed slot is reused by the next new
 task. Each stacked tensor has one extra, all-zero slot at the end, which row index −1 selects (torch
 negative indexing) — base rows get an exact zero delta with no branch.
@@ -18,13 +22,14 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import torch
 from torch import Tensor
 
+from learner.routing import TaskKey
 from learner.share.math import LayerBasis, TaskCoefficients
 
 BASE = -1  # row index of the base model (no delta)
@@ -67,6 +72,22 @@ class BankSnapshot:
         except KeyError:
             raise KeyError(f"unknown Share task {task!r}; known: {sorted(self.task_index)}") from None
 
+    def rows_for(self, keys: Sequence[TaskKey | None]) -> list[int]:
+        """The bank row of each routed key: None → base (−1); ``(task, version)`` → the task's row, which
+        must serve exactly that version in this snapshot (a route read from another snapshot is refused)."""
+        out = []
+        for key in keys:
+            if key is None:
+                out.append(BASE)
+                continue
+            task, version = key
+            served = self.versions.get(task)
+            if served != version:
+                have = f"serves v{served}" if served is not None else "does not serve it"
+                raise ValueError(f"Share task {task!r} v{version} is not in this snapshot (it {have})")
+            out.append(self.task_index[task])
+        return out
+
     def rows(self, tasks: Sequence[str | None], device: torch.device | str | None = None) -> Tensor:
         """The ``row_tasks`` tensor for a batch whose row i belongs to ``tasks[i]`` (None = base)."""
         if device is None:
@@ -87,6 +108,15 @@ def basis_fingerprint(bases: Mapping[str, LayerBasis]) -> str:
         for tensor in (basis.beta, basis.alpha):
             digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Version:
+    """One entry of :meth:`ShareBank.reconcile`'s desired state: the version number, and how to read its
+    coefficients (called only when the bank does not serve that version already)."""
+
+    version: int
+    load: Callable[[], Mapping[str, TaskCoefficients]]
 
 
 @dataclass
@@ -172,10 +202,7 @@ class ShareBank:
         self, task: str, coeffs_by_layer: Mapping[str, TaskCoefficients], version: int
     ) -> BankSnapshot:
         """Install or replace ``task``'s coefficients atomically; returns the new snapshot."""
-        if not task or not isinstance(task, str):
-            raise ValueError("task name must be a non-empty string")
-        if not isinstance(version, int) or version < 0:
-            raise ValueError(f"version must be a non-negative int, got {version!r}")
+        _check_key(task, version)
         with self._lock:
             state = self._state
             coeffs = _validated(state.bases, coeffs_by_layer, task)
@@ -192,6 +219,37 @@ class ShareBank:
                 raise KeyError(f"unknown Share task {task!r}")
             tasks = {name: t for name, t in state.tasks.items() if name != task}
             return self._commit(_State(bases=state.bases, basis_id=state.basis_id, tasks=tasks), touched=task)
+
+    def reconcile(
+        self, desired: Mapping[str, Version], bases: Mapping[str, LayerBasis] | None = None
+    ) -> BankSnapshot:
+        """Serve exactly ``desired`` (task → version), in one swap: tasks not named are dropped, a task whose
+        version differs is loaded, the others are untouched. Nothing differs: the current snapshot, no new
+        one (idempotent). ``bases`` with another fingerprint than the bank's (a Phase 3 merge was promoted)
+        reloads every desired task in them; None or the same bases: the current ones."""
+        for task, wanted in desired.items():
+            _check_key(task, wanted.version)
+        if bases is not None and basis_fingerprint(bases) != self.basis_id:
+            loaded = {task: wanted.load() for task, wanted in desired.items()}
+            return self.replace_bases(bases, loaded, {task: v.version for task, v in desired.items()})
+        with self._lock:
+            state = self._state
+            changed = [
+                t for t, v in desired.items() if t not in state.tasks or state.tasks[t].version != v.version
+            ]
+            dropped = [t for t in state.tasks if t not in desired]
+            if not changed and not dropped:
+                return self._snapshot
+            tasks = {name: t for name, t in state.tasks.items() if name in desired}
+            for name in changed:
+                coeffs = _validated(state.bases, desired[name].load(), name)
+                slot = tasks[name].slot if name in tasks else _free_slot(tasks)
+                tasks[name] = _Task(slot=slot, version=desired[name].version, coeffs=coeffs)
+            touched = [*changed, *dropped]
+            return self._commit(
+                _State(bases=state.bases, basis_id=state.basis_id, tasks=tasks),
+                touched=touched[0] if len(touched) == 1 else None,
+            )
 
     def replace_bases(
         self,
@@ -253,18 +311,9 @@ class ShareBank:
                 eb[slot, :, : c.p] = c.eb.to(self.device, self.dtype)
                 ea[slot, :, : c.p] = c.ea.to(self.device, self.dtype)
             layers[key] = LayerState(basis=layer.basis, eb=eb, ea=ea)
-        self._generation += 1
-        return BankSnapshot(
-            layers=MappingProxyType(layers),
-            task_index=MappingProxyType({name: t.slot for name, t in state.tasks.items()}),
-            versions=MappingProxyType({name: t.version for name, t in state.tasks.items()}),
-            basis_id=state.basis_id,
-            generation=self._generation,
-            p=old.p,
-        )
+        return self._snapshot_of(state, layers, old.p)
 
     def _build(self, state: _State) -> BankSnapshot:
-        self._generation += 1
         slots = 1 + max((t.slot for t in state.tasks.values()), default=-1)
         p = max((_task_p(t) for t in state.tasks.values()), default=1)
         by_slot = {t.slot: t for t in state.tasks.values()}
@@ -278,6 +327,10 @@ class ShareBank:
                 eb=eb.to(self.device, self.dtype),
                 ea=ea.to(self.device, self.dtype),
             )
+        return self._snapshot_of(state, layers, p)
+
+    def _snapshot_of(self, state: _State, layers: dict[str, LayerState], p: int) -> BankSnapshot:
+        self._generation += 1
         return BankSnapshot(
             layers=MappingProxyType(layers),
             task_index=MappingProxyType({name: t.slot for name, t in state.tasks.items()}),
@@ -286,6 +339,13 @@ class ShareBank:
             generation=self._generation,
             p=p,
         )
+
+
+def _check_key(task: str, version: int) -> None:
+    if not task or not isinstance(task, str):
+        raise ValueError("task name must be a non-empty string")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise ValueError(f"task {task!r}: version must be a non-negative int, got {version!r}")
 
 
 def _master_bases(bases: Mapping[str, LayerBasis]) -> dict[str, LayerBasis]:

@@ -346,7 +346,6 @@ class MergeResult:
     bases: dict[str, LayerBasis]
     coefficients: dict[str, dict[str, TaskCoefficients]]
     report: MergeReport
-    finetune_losses: dict[str, list[float]] = field(default_factory=dict)  # task → loss per step
 
 
 def phase3(
@@ -420,41 +419,6 @@ def merge_bank(
     return phase3(bank.bases, installed, new_tasks, **kwargs)
 
 
-def finetune_merged(
-    model: nn.Module,
-    tokenizer: Any,
-    merged: MergeResult,
-    examples_by_task: Mapping[str, Sequence[Example]],
-    config: Phase2Config | None = None,
-    *,
-    prefix: FrozenPrefix | None = None,
-) -> MergeResult:
-    """Optional last step of Phase 3: a few steps per task on its own examples, starting from the merged
-    coefficients, with the new bases frozen. The model must carry ShareLinear layers for those bases."""
-    cfg = config or Phase2Config()
-    coefficients = {name: dict(c) for name, c in merged.coefficients.items()}
-    all_losses: dict[str, list[float]] = {}
-    for name, examples in examples_by_task.items():
-        if name not in coefficients:
-            raise KeyError(f"task {name!r} is not part of the merge")
-        trainer = CoefficientTrainer(model, merged.bases, init=coefficients[name], seed=cfg.seed)
-        losses = trainer.fit(
-            tokenizer,
-            examples,
-            steps=cfg.steps,
-            lr=cfg.learning_rate,
-            batch_size=cfg.batch_size,
-            max_length=cfg.max_length,
-            seed=cfg.seed,
-            progress=cfg.progress,
-            desc=f"Share phase 3 {name}",
-            prefix=prefix,
-        )
-        coefficients[name] = trainer.result(losses).coeffs
-        all_losses[name] = losses
-    return MergeResult(merged.bases, coefficients, merged.report, all_losses)
-
-
 # ============================================================================================== helpers
 def _orthogonal_directions(basis: Tensor, count: int, generator: torch.Generator) -> Tensor:
     """``count`` random unit directions orthogonal to the basis: φ starts where the basis cannot reach."""
@@ -481,7 +445,6 @@ __all__ = [
     "Phase1Result",
     "Phase2Config",
     "Phase2Result",
-    "finetune_merged",
     "merge_bank",
     "phase1",
     "phase2",

@@ -18,7 +18,7 @@ from typing import Any
 
 from agent.episodes import AttemptRecord, ProblemRecord
 from agent.koans import KoanFormatError, load_koans
-from agent.loop import DEFAULT_OUTPUT_FORMAT, STRATEGIES, Problem, Strategy
+from agent.loop import DEFAULT_OUTPUT_FORMAT, STRATEGIES, Problem, RowKey, Strategy
 from agent.metrics import by_family, format_family_table, regressions
 from agent.prompt import prompt_hash
 from service.cli import CliError
@@ -49,17 +49,17 @@ class GreedyReplies:
 
     def __init__(self, generate: Any) -> None:
         self._generate = generate
-        self._replies: dict[tuple[str, int], Any] = {}
+        self._replies: dict[tuple[str, RowKey], Any] = {}
         self.hits = 0
         self.misses = 0
 
-    def __call__(self, prompts: list[list[dict[str, str]]], row_tasks: list[int] | None) -> list[Any]:
-        rows = list(row_tasks) if row_tasks is not None else [-1] * len(prompts)
-        keys = [(prompt_hash(p), r) for p, r in zip(prompts, rows, strict=True)]
+    def __call__(self, prompts: list[list[dict[str, str]]], row_keys: list[RowKey] | None) -> list[Any]:
+        routes = list(row_keys) if row_keys is not None else [None] * len(prompts)
+        keys = [(prompt_hash(p), r) for p, r in zip(prompts, routes, strict=True)]
         todo = [key for key in dict.fromkeys(keys) if key not in self._replies]
         if todo:
             first = [keys.index(key) for key in todo]
-            tasks = [key[1] for key in todo] if row_tasks is not None else None
+            tasks = [key[1] for key in todo] if row_keys is not None else None
             for key, generation in zip(todo, self._generate([prompts[i] for i in first], tasks), strict=True):
                 self._replies[key] = generation
         self.misses += len(todo)
@@ -81,7 +81,7 @@ class GreedyReplies:
                         or a.get("route_version") is not None
                     ):
                         continue
-                    key = (a["prompt_hash"], -1)
+                    key = (a["prompt_hash"], None)
                     if key not in self._replies:
                         self._replies[key] = RecordedReply(
                             a.get("reply", ""),

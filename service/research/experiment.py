@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from agent.sandbox import Sandbox
+from learner.routing import TaskKey
 from learner.runtime import ModelRuntime
 from learner.share.artifacts import load_seed, save_seed
 from learner.share.bank import ShareBank
@@ -316,7 +317,7 @@ class Experiment:
     def score(
         self,
         items: Sequence[EvalItem],
-        rows: Sequence[int] | None = None,
+        keys: Sequence[TaskKey | None] | None = None,
         snapshot: Any = None,
         *,
         hints: bool = False,
@@ -333,8 +334,8 @@ class Experiment:
         todo = [(n, i) for n, i in enumerate(items) if i.id not in out]
         if todo:
             subset = [replace_messages(i, prompt_for(i, True)) if hints else i for _, i in todo]
-            sub_rows = [rows[n] for n, _ in todo] if rows is not None else None
-            nll = reference_nll(self.runtime, subset, sub_rows, snapshot, prefix=self.prefix)
+            sub_keys = [keys[n] for n, _ in todo] if keys is not None else None
+            nll = reference_nll(self.runtime, subset, sub_keys, snapshot, prefix=self.prefix)
             out.update({i.id: dict(v) for (_, i), v in zip(todo, nll, strict=True)})
         if self.pass_on(with_pass):
             todo = [(n, i) for n, i in enumerate(items) if "fixed" not in out[i.id]]
@@ -344,7 +345,7 @@ class Experiment:
                     self.runtime,
                     self.sandbox,
                     [i for _, i in todo],
-                    [rows[n] for n, _ in todo] if rows is not None else None,
+                    [keys[n] for n, _ in todo] if keys is not None else None,
                     snapshot,
                     strategy=HINTS_ONE_SHOT if hints else ONE_SHOT,
                     max_new_tokens=self.config.max_new_tokens,
@@ -380,14 +381,15 @@ class Experiment:
                 out[i.id] = cells[i.id]
         return out
 
-    def task_rows(self, items: Sequence[EvalItem], bank: ShareBank, by: str) -> list[int]:
-        """Bank row per item: its routed task (``routed``) or its true family (``oracle``); -1 = base."""
+    def task_keys(self, items: Sequence[EvalItem], bank: ShareBank, by: str) -> list[TaskKey | None]:
+        """(task, version) per item: its routed task (``routed``) or its true family (``oracle``), as
+        installed in ``bank``; None = base."""
         installed = bank.tasks()
-        rows = []
+        keys: list[TaskKey | None] = []
         for item in items:
             task = item.routed_task if by == "routed" else item.family
-            rows.append(bank.index(task) if task in installed else -1)
-        return rows
+            keys.append((task, installed[task]) if task is not None and task in installed else None)
+        return keys
 
     # ======================================================================================== stages
     def run_seeds(self) -> dict[str, Any]:

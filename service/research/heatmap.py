@@ -33,16 +33,14 @@ def run(exp: Experiment) -> dict[str, Any]:
         for task in [*exp.config.tasks, "routed"]:
             if exp.complete(columns.get(task), items):
                 continue
-            rows = (
-                exp.task_rows(items, bank, "routed") if task == "routed" else [bank.index(task)] * len(items)
-            )
+            keys = exp.task_keys(items, bank, "routed") if task == "routed" else [(task, 1)] * len(items)
             # The routed column is the routed strategy; task t's row on its own family is the oracle.
             have = (
                 exp.borrowed("routed", items, columns.get(task))
                 if task == "routed"
                 else exp.borrowed("oracle", [i for i in items if i.family == task], columns.get(task))
             )
-            columns[task] = exp.score(items, rows, bank.snapshot(), have=have, label=f"heatmap {task}")
+            columns[task] = exp.score(items, keys, bank.snapshot(), have=have, label=f"heatmap {task}")
             exp.save_result("heatmap", {"columns": columns})
             exp.progress(f"heatmap: column {task} done")
         applied_check = coefficients_change_outputs(exp, items[0], bank)

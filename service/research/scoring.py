@@ -7,7 +7,8 @@
   and sensitive to small adapter changes that rarely flip a pass; lower is better. Used where the number of
   (configuration × koan) cells makes generation unaffordable on a CPU (the R matrices, the heatmap).
 
-Each row of a batch can be routed to a different Share task (``rows``: bank row per item, -1 = base).
+Each item can be routed to a different Share task (``keys``: (task, version) per item, None = base); the
+pinned snapshot maps the keys to its rows.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 
 from agent.loop import FixLoop, Strategy
 from agent.sandbox import Sandbox
-from learner.routing import routed
+from learner.routing import TaskKey, routed
 from learner.runtime import GenerationParams, ModelRuntime
 from learner.share.examples import IGNORE_INDEX, encode_example
 from learner.share.prefix import FrozenPrefix, answer_nll
@@ -67,24 +68,25 @@ def edit_token_mask(tokenizer: Any, item: EvalItem, answer_ids: Sequence[int]) -
 def reference_nll(
     runtime: ModelRuntime,
     items: Sequence[EvalItem],
-    rows: Sequence[int] | None = None,
+    keys: Sequence[TaskKey | None] | None = None,
     snapshot: Any = None,
     *,
     max_length: int = 2048,
     prefix: FrozenPrefix | None = None,
 ) -> list[dict[str, float]]:
     """Per item: ``nll`` = mean NLL (nats/token) of the whole reference answer, ``edit_nll`` = mean NLL of
-    the tokens on the lines the fix changed. ``rows`` routes item i (-1 = base model).
+    the tokens on the lines the fix changed. ``keys`` routes item i (None = base model).
 
     One prompt per forward (no padding; logits only for the answer positions: the 152k-entry output layer
     over the whole prompt would cost a quarter of the forward). With ``prefix`` the unadapted layers below
     its start run once per item across all configurations scored (learner.share.prefix)."""
-    if rows is not None and len(rows) != len(items):
-        raise ValueError(f"{len(rows)} rows for {len(items)} items")
+    if keys is not None and len(keys) != len(items):
+        raise ValueError(f"{len(keys)} keys for {len(items)} items")
     tokenizer, model = runtime.tokenizer, runtime.model
     pinned = snapshot
-    if pinned is None and rows is not None and runtime.bank is not None:
+    if pinned is None and keys is not None and runtime.bank is not None:
         pinned = runtime.bank.snapshot()
+    rows = pinned.rows_for(keys) if pinned is not None and keys is not None else None
     out: list[dict[str, float]] = []
     with torch.inference_mode():
         for i, item in enumerate(items):
@@ -116,35 +118,35 @@ def pass_results(
     runtime: ModelRuntime,
     sandbox: Sandbox,
     items: Sequence[EvalItem],
-    rows: Sequence[int] | None = None,
+    keys: Sequence[TaskKey | None] | None = None,
     snapshot: Any = None,
     *,
     strategy: Strategy = ONE_SHOT,
     max_new_tokens: int = 512,
     on_group: Callable[[int, int], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """One fix-loop run per item (grouped by row so every group shares one route); item id → outcome.
+    """One fix-loop run per item (grouped by key so every group shares one route); item id → outcome.
 
     Greedy with prompt-lookup decoding (the same text as plain greedy, ~2× less CPU on fixes that mostly
     copy their input). The runtime's prefix cache is emptied first: the experiments change weights in place
     between configurations (mean adapter, per-task LoRA), and a cached base-row prefill would belong to the
     previous weights."""
-    if rows is not None and len(rows) != len(items):
-        raise ValueError(f"{len(rows)} rows for {len(items)} items")
+    if keys is not None and len(keys) != len(items):
+        raise ValueError(f"{len(keys)} keys for {len(items)} items")
     params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0, prompt_lookup=True)
     runtime.forget_prefixes()
-    groups: dict[int, list[EvalItem]] = {}
+    groups: dict[TaskKey | None, list[EvalItem]] = {}
     for i, item in enumerate(items):
-        groups.setdefault(rows[i] if rows is not None else -1, []).append(item)
+        groups.setdefault(keys[i] if keys is not None else None, []).append(item)
     results: dict[str, dict[str, Any]] = {}
     done = 0
-    for row, group in sorted(groups.items()):
+    for key, group in sorted(groups.items(), key=lambda kv: kv[0] or ("", -1)):
         pinned = snapshot if snapshot is not None else (runtime.bank.snapshot() if runtime.bank else None)
 
-        def generate(prompts: list[Any], _tasks: Any, row: int = row, pinned: Any = pinned) -> Any:
-            return runtime.generate(prompts, params, [row] * len(prompts), snapshot=pinned)
+        def generate(prompts: list[Any], _keys: Any, key: Any = key, pinned: Any = pinned) -> Any:
+            return runtime.generate(prompts, params, [key] * len(prompts), snapshot=pinned)
 
-        route = Route(None if row < 0 else f"row{row}", None, row)
+        route = Route(*key) if key is not None else Route(None, None)
 
         def route_fn(_diagnostics: Any, route: Route = route) -> Route:
             return route

@@ -149,10 +149,10 @@ def run(exp: Experiment) -> dict[str, Any]:
             with exp.share(bases) as bank:
                 for t, c in coeffs.items():
                     bank.set_task(t, c, night + 1)
-                rows = exp.task_rows(items, bank, "oracle")
+                keys = exp.task_keys(items, bank, "oracle")
                 is_last = night == len(tasks) - 1
                 with_pass = is_last and exp.pass_on()
-                scores = exp.score(items, rows, bank.snapshot(), with_pass=with_pass, label="Share")
+                scores = exp.score(items, keys, bank.snapshot(), with_pass=with_pass, label="Share")
                 share_rows.append(_row(exp, scores, by_task))
                 if with_pass:
                     final["Share"] = scores

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from learner.routing import TaskKey
 from learner.share.accounting import task_cost
 from service.research import plots
 from service.research.data import EvalItem
@@ -61,17 +62,17 @@ def run(exp: Experiment) -> dict[str, Any]:
         averaged = average_coefficients([p1.coefficients[t] for t in tasks])
         if todo("averaged coefficients"):
             bank.set_task("__averaged__", averaged, 1)
-            rows = [bank.index("__averaged__")] * len(items)
             have = done.get("averaged coefficients")
+            averaged_keys: list[TaskKey | None] = [("__averaged__", 1)] * len(items)
             save(
                 "averaged coefficients",
-                exp.score(items, rows, bank.snapshot(), have=have, label="averaged"),
+                exp.score(items, averaged_keys, bank.snapshot(), have=have, label="averaged"),
             )
             bank.remove_task("__averaged__")
         for by in ("routed", "oracle"):
             if todo(by):
-                rows = exp.task_rows(items, bank, by)
-                save(by, exp.score(items, rows, bank.snapshot(), have=done.get(by), label=by))
+                keys = exp.task_keys(items, bank, by)
+                save(by, exp.score(items, keys, bank.snapshot(), have=done.get(by), label=by))
     result = {"scores": done, "summary": summarise_scores(done, items, tasks)}
     costs = task_cost(p1.bases, pseudo_rank=exp.config.pseudo_rank, lora_rank=exp.config.lora_rank)
     result["bytes_per_task"] = {"share": costs.share_bytes, "lora": costs.lora_bytes}

@@ -93,7 +93,7 @@ def run(exp: Experiment) -> dict[str, Any]:
             coeffs = learned.coeffs
         with exp.share(bases) as bank:
             bank.set_task(held, coeffs, 1)
-            scores = exp.score(items, [bank.index(held)] * len(items), bank.snapshot(), label=label)
+            scores = exp.score(items, [(held, 1)] * len(items), bank.snapshot(), label=label)
         cost = task_cost(bases, pseudo_rank=p, lora_rank=c.lora_rank)
         point = _sweep_point(
             points.get(label),
