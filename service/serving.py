@@ -17,8 +17,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from starlette.exceptions import HTTPException
+
 from agent.diagnostics import error_codes, parse_client_output
-from agent.loop import FixLoop, Strategy
+from agent.loop import PROMPT_TOO_LONG, FixLoop, Strategy
 from agent.problems import Problem
 from agent.sandbox import Sandbox
 from router import TaskRouter
@@ -184,7 +186,12 @@ class ServingRuntime:
         snapshot = self.pinned_snapshot()
         strategy = serving_strategy(self.settings, req.max_attempts, req.hints)
         record = self.make_loop(snapshot, deadline).run([problem], strategy, should_stop=stop)[0]
-        return self._answer(req, problem, record)
+        answer = self._answer(req, problem, record)
+        if record.final_status == PROMPT_TOO_LONG and not any(a.model_id for a in record.attempts):
+            # The model never saw it: the problem itself is too large for the model (the episode is kept).
+            note = record.attempts[-1].note if record.attempts else "the problem does not fit the model"
+            raise HTTPException(413, f"{note} (episode {answer['episode_id']})")
+        return answer
 
     def fix_without_model(self, req: FixRequest) -> dict[str, Any] | None:
         """The fast lane: the check and rustc's suggestion pass, no model. The answer when that settles the
