@@ -59,6 +59,13 @@ class LimitSettings(BaseModel):
     check_queue_size: int = 32
     check_workers: int = 2
     check_timeout_s: float = 60.0
+    #: Slow clients (service/api/slowclient.py): a request's headers must be complete within
+    #: ``header_timeout_s`` of the connection's start (or of the next request's first byte), its body within
+    #: ``body_timeout_s`` of the headers, else 408 and the socket closes; an idle kept-alive connection
+    #: closes after ``keep_alive_s`` (uvicorn's timeout_keep_alive).
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    keep_alive_s: float = Field(default=5.0, gt=0)
 
 
 class SchedulerSettings(BaseModel):
