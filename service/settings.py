@@ -53,6 +53,11 @@ class LimitSettings(BaseModel):
     max_code_bytes: int = 256 * 1024
     queue_size: int = 16
     workers: int = 1
+    #: Copies of the model, each serving one fix at a time (the fix queue gets at least this many workers).
+    #: 1 on a 2-core CPU host: one forward already uses both cores, so a second copy only adds its weights'
+    #: memory (float32 0.5B: ~2 GB; int8: ~0.5 GB; docs/service.md) and splits the same cores. Raise it
+    #: where cores (or a GPU) and memory allow.
+    model_workers: int = Field(default=1, ge=1, le=16)
     request_timeout_s: float = 300.0
     #: /v1/check (and the fix fast lane) run in their own bounded lane: 429 beyond it, and a wall limit
     #: that counts the time spent waiting in it.
