@@ -74,8 +74,13 @@ class JoinedReply:
 #: Opens the code block when a reply that only explained the fix is continued.
 CODE_OPENING = "\n\n```rust\n"
 
+#: The verdict and final status of a problem whose prompt does not fit the model's context.
+PROMPT_TOO_LONG = "prompt_too_long"
+
 #: What one generate row runs with: the (task, version) of a served coefficient version; None = base model.
 RowKey = tuple[str, int] | None
+#: A prompt the model's context cannot hold makes it raise a ValueError with an int ``prompt_index`` (the
+#: runtime's ``PromptTooLong``): the loop ends that problem with the verdict ``prompt_too_long``.
 GenerateFn = Callable[[list[Messages], list[RowKey] | None], Sequence[GenerationLike]]
 #: Like GenerateFn, but samples (temperature > 0) with the given seed; the service binds the parameters.
 SampleFn = Callable[[list[Messages], list[RowKey] | None, int], Sequence[GenerationLike]]
@@ -504,15 +509,13 @@ class FixLoop:
         sampled = [r for r in requests if r.sampled]
         replies: dict[int, GenerationLike] = {}
         if greedy:
-            outs = self.generate([r.messages for r in greedy], [r.route.key for r in greedy])
-            self._check_count(outs, greedy)
-            replies.update({id(r): g for r, g in zip(greedy, outs, strict=True)})
+            replies.update(self._generate_fitting(greedy, self.generate, t0))
         if sampled and self.sample is not None:
             # One seed per call: the runtime seeds the whole batch; rows still differ by their prompts.
             seed = min(r.seed or 0 for r in sampled)
-            outs = self.sample([r.messages for r in sampled], [r.route.key for r in sampled], seed)
-            self._check_count(outs, sampled)
-            replies.update({id(r): g for r, g in zip(sampled, outs, strict=True)})
+            sample = self.sample
+            replies.update(self._generate_fitting(sampled, lambda ps, rows: sample(ps, rows, seed), t0))
+        requests = [r for r in requests if id(r) in replies]
 
         parsed = self._ask_for_code(requests, replies)
         candidates = [(r, replies[id(r)], parsed[id(r)]) for r in requests]
@@ -553,9 +556,10 @@ class FixLoop:
         n = strategy.best_of
         rows = [replace_request(r, i) for r in requests for i in range(n)]
         seed = min(r.seed or 0 for r in requests)
-        outs = self.sample([r.messages for r in rows], [r.route.key for r in rows], seed)
-        self._check_count(outs, rows)
-        replies = {id(r): g for r, g in zip(rows, outs, strict=True)}
+        sample = self.sample
+        replies = self._generate_fitting(rows, lambda ps, tasks: sample(ps, tasks, seed), t0)
+        requests = [r for r in requests if not r.state.done]
+        rows = [r for r in rows if id(r) in replies]
         parsed = self._ask_for_code(rows, replies)
         # Each problem's distinct changed candidates, in row order (the first row that wrote one stands for it),
         # verified once each, all problems in one parallel batch.
@@ -623,13 +627,19 @@ class FixLoop:
                 pending.append(r)
         if not pending:
             return parsed
-        prompts = [
-            [*r.messages, {"role": "assistant", "content": replies[id(r)].text.rstrip() + CODE_OPENING}]
+        prompts = {
+            id(r): [
+                *r.messages,
+                {"role": "assistant", "content": replies[id(r)].text.rstrip() + CODE_OPENING},
+            ]
             for r in pending
-        ]
-        outs = self.generate(prompts, [r.route.key for r in pending])
-        self._check_count(outs, pending)
-        for request, out in zip(pending, outs, strict=True):
+        }
+        # A continuation that outgrows the context is left out: its reply stays one without code.
+        outs = self._generate_fitting(pending, self.generate, None, prompts)
+        for request in pending:
+            out = outs.get(id(request))
+            if out is None:
+                continue
             first = replies[id(request)]
             replies[id(request)] = JoinedReply(
                 text=first.text.rstrip() + CODE_OPENING + out.text,
@@ -640,6 +650,56 @@ class FixLoop:
             state = request.state
             parsed[id(request)] = parse_reply(replies[id(request)].text, state.working, state.output_format)
         return parsed
+
+    def _generate_fitting(
+        self,
+        requests: list[_Request],
+        call: GenerateFn,
+        t0: float | None,
+        prompts: dict[int, Messages] | None = None,
+    ) -> dict[int, GenerationLike]:
+        """``call`` on the requests' prompts (or ``prompts``, keyed by ``id(request)``), keyed by request.
+
+        A prompt the model's context cannot hold (a ValueError with ``prompt_index``, see ``GenerateFn``)
+        takes its problem's every row out, and the rest are asked again. With ``t0`` such a problem ends
+        with the verdict ``prompt_too_long``; without, its rows are only left out of the answer."""
+        rows = list(requests)
+        while rows:
+            try:
+                outs = call(
+                    [prompts[id(r)] if prompts else r.messages for r in rows], [r.route.key for r in rows]
+                )
+            except ValueError as exc:
+                index = getattr(exc, "prompt_index", None)
+                if not isinstance(index, int) or not 0 <= index < len(rows):
+                    raise
+                state = rows[index].state
+                rows = [r for r in rows if r.state is not state]
+                if t0 is not None:
+                    self._too_long(state, str(exc), t0)
+                continue
+            self._check_count(outs, rows)
+            return {id(r): g for r, g in zip(rows, outs, strict=True)}
+        return {}
+
+    def _too_long(self, state: _State, reason: str, t0: float) -> None:
+        """End a problem whose next prompt does not fit the model: one attempt that says so, no check."""
+        log.info("problem %s: %s", state.problem.id, reason)
+        self._attempt(
+            state,
+            strategy="model",
+            candidate=state.working,
+            verdict=PROMPT_TOO_LONG,
+            after=state.diagnostics,
+            fixed=False,
+            reply="",
+            route=state.route,
+            request_hash=None,
+            generation=None,
+            check_seconds=0.0,
+            note=f"the problem does not fit the model: {reason}",
+        )
+        self._close(state, t0, status=PROMPT_TOO_LONG)
 
     @staticmethod
     def _check_count(outs: Sequence[GenerationLike], requests: list[_Request]) -> None:

@@ -373,15 +373,35 @@ class Sandbox:
         for host, target in sorted(binds.items(), key=lambda item: item[1].count("/")):
             argv += ["--ro-bind", host, target]
         argv += ["--symlink", "usr/lib", "/lib", "--dev", "/dev"]
-        # The program under test runs with no procfs at all: /proc/<pid>/cmdline of the jail's init (bwrap's
-        # argv) and every /proc/<pid>/mountinfo name host paths (the toolchain's, the work dir's).
-        self._run_prefix = [*argv, "--perms", "0555", "--dir", "/proc"]
-        # The compiler needs the pid namespace's /proc (rustc and rust-lld find themselves through
-        # /proc/self/exe); hide what it would still tell about the host, the init's argv included.
-        argv += ["--proc", "/proc"]
-        for leak in ("/proc/cmdline", "/proc/version", "/proc/1/cmdline"):
-            argv += ["--ro-bind", "/dev/null", leak]
-        return argv
+        # Neither the compiler nor the program under test gets a procfs: /proc/<pid>/cmdline of the jail's
+        # init (bwrap's argv) and every /proc/<pid>/mountinfo (its own included) name host paths (the
+        # toolchain's, the work dir's), and include_bytes! would put them in an error or a binary.
+        argv += ["--perms", "0555", "--dir", "/proc"]
+        self._run_prefix = list(argv)
+        return argv + self._without_proc_self_exe()
+
+    def _without_proc_self_exe(self) -> list[str]:
+        """What the compiler needs in place of ``/proc/self/exe``.
+
+        The dynamic loader resolves rustc's ``$ORIGIN/../lib`` runpath through it, so the toolchain's lib
+        dir is named outright; and ``gcc-ld/ld.lld`` (rustc's self-contained linker, a wrapper that looks for
+        ``rust-lld`` next to its own executable) is replaced by ``rust-lld`` itself, which picks the ELF
+        flavour from the name it is called by.
+        """
+        args = ["--setenv", "LD_LIBRARY_PATH", f"{_TOOLCHAIN}/lib"]
+        host = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in self.rustc_version.splitlines()
+                if line.startswith("host:")
+            ),
+            "",
+        )
+        bindir = f"lib/rustlib/{host}/bin"
+        lld = self.sysroot / bindir / "rust-lld"
+        if host and lld.is_file() and (self.sysroot / bindir / "gcc-ld" / "ld.lld").is_file():
+            args += ["--ro-bind", str(lld), f"{_TOOLCHAIN}/{bindir}/gcc-ld/ld.lld"]
+        return args
 
     def _self_test(self) -> None:
         """Compile a trivial program in the jail once, so that a jail that cannot work here (no namespaces

@@ -33,6 +33,15 @@ GenerateFn = Callable[[list[ChatMessages], list[TaskKey | None] | None], list["G
 BASE_TASK = -1
 
 
+class PromptTooLong(ValueError):
+    """A prompt that, with the tokens to generate, does not fit the model's context. ``prompt_index`` is its
+    position in the batch (the fix loop drops that problem and asks again for the rest)."""
+
+    def __init__(self, prompt_index: int, message: str) -> None:
+        super().__init__(message)
+        self.prompt_index = prompt_index
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     """How to decode. ``temperature == 0`` is greedy; ``prompt_lookup`` only changes speed, never text."""
@@ -285,9 +294,10 @@ class ModelRuntime:
         for i, (messages, task) in enumerate(zip(prompts, tasks, strict=True)):
             ids = self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"]
             if len(ids) + params.max_new_tokens > self.context_length:
-                raise ValueError(
+                raise PromptTooLong(
+                    i,
                     f"prompt {i} has {len(ids)} tokens; with max_new_tokens={params.max_new_tokens} it exceeds "
-                    f"the model's context of {self.context_length} tokens"
+                    f"the model's context of {self.context_length} tokens",
                 )
             generator = None
             if params.temperature > 0:

@@ -76,7 +76,9 @@ class Services:
             settings=settings,
             db=db,
             serving=serving,
-            queue=WorkQueue(settings.limits.queue_size, settings.limits.workers, "fix"),
+            queue=WorkQueue(
+                settings.limits.queue_size, max(settings.limits.workers, settings.limits.model_workers), "fix"
+            ),
             jobs=jobs,
             metrics=ServiceMetrics(model=settings.model),
             check_queue=WorkQueue(

@@ -11,14 +11,18 @@ ones, in-flight requests never fail, and the next request after a swap sees the 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from starlette.exceptions import HTTPException
+
 from agent.diagnostics import error_codes, parse_client_output
-from agent.loop import FixLoop, Strategy
+from agent.loop import PROMPT_TOO_LONG, FixLoop, Strategy
 from agent.problems import Problem
 from agent.sandbox import Sandbox
 from router import TaskRouter
@@ -56,6 +60,11 @@ class ServingRuntime:
         self._factory = runtime_factory
         self.runtime: ModelRuntime | None = None
         self.bank: ShareBank | None = None
+        #: More copies of the model for more model workers (``limits.model_workers``), all attached to the one
+        #: bank; ``_free`` holds the indices of the copies no request is using (0: ``runtime``).
+        self.replicas: list[ModelRuntime] = []
+        self._free: queue.Queue[int] = queue.Queue()
+        self._pooled = False
         self.model_error: str | None = None
         self.epoch = -1
         self._sync_lock = threading.Lock()
@@ -70,8 +79,19 @@ class ServingRuntime:
         """Load the model (minutes for a cold default model) and the active versions."""
         try:
             started = time.monotonic()
-            self.runtime = self._factory()
-            log.info("model %s loaded in %.1fs", self.runtime.model_id, time.monotonic() - started)
+            primary = self._factory()
+            self.replicas = [self._factory() for _ in range(1, self.settings.limits.model_workers)]
+            for index in range(1 + len(self.replicas)):
+                self._free.put(index)
+            self._pooled = True
+            self.runtime = primary
+            log.info(
+                "model %s loaded in %.1fs (%d cop%s)",
+                primary.model_id,
+                time.monotonic() - started,
+                1 + len(self.replicas),
+                "y" if not self.replicas else "ies",
+            )
             self.sync()
         except Exception as exc:
             self.model_error = f"model failed to load: {exc}"
@@ -117,8 +137,12 @@ class ServingRuntime:
         if self.bank is None:
             from learner.share.layer import attach_share
 
-            self.bank = attach_share(self.runtime.model, basis.bases, base_model_id=self.runtime.model_id)
+            model_id = self.runtime.model_id
+            self.bank = attach_share(self.runtime.model, basis.bases, base_model_id=model_id)
             self.runtime.bank = self.bank
+            for replica in self.replicas:  # every copy reads the same bank: one swap serves them all
+                attach_share(replica.model, basis.bases, base_model_id=model_id, bank=self.bank)
+                replica.bank = self.bank
         self.bank.reconcile(desired, basis.bases)
 
     def _desired(self, row: Any, basis_id: str) -> Version:
@@ -153,6 +177,19 @@ class ServingRuntime:
     def pinned_snapshot(self) -> BankSnapshot | None:
         return self.bank.snapshot() if self.bank is not None else None
 
+    @contextmanager
+    def _model_copy(self) -> Iterator[ModelRuntime]:
+        """A copy of the model no other request is using, for the length of one request (waits for one)."""
+        assert self.runtime is not None
+        if not self._pooled:  # a runtime set from outside (the night's shadow): the one copy
+            yield self.runtime
+            return
+        index = self._free.get()
+        try:
+            yield self.runtime if index == 0 else self.replicas[index - 1]
+        finally:
+            self._free.put(index)
+
     def fix(
         self,
         req: FixRequest,
@@ -170,10 +207,19 @@ class ServingRuntime:
             return late or (should_stop is not None and should_stop())
 
         problem = self._problem(req)
-        snapshot = self.pinned_snapshot()
         strategy = serving_strategy(self.settings, req.max_attempts, req.hints)
-        record = self.make_loop(snapshot, deadline).run([problem], strategy, should_stop=stop)[0]
-        return self._answer(req, problem, record)
+        with self._model_copy() as runtime:
+            snapshot = self.pinned_snapshot()
+            loop = build_fix_loop(
+                runtime, self.settings, self.sandbox, snapshot=snapshot, router=self.router, deadline=deadline
+            )
+            record = loop.run([problem], strategy, should_stop=stop)[0]
+        answer = self._answer(req, problem, record)
+        if record.final_status == PROMPT_TOO_LONG and not any(a.model_id for a in record.attempts):
+            # The model never saw it: the problem itself is too large for the model (the episode is kept).
+            note = record.attempts[-1].note if record.attempts else "the problem does not fit the model"
+            raise HTTPException(413, f"{note} (episode {answer['episode_id']})")
+        return answer
 
     def fix_without_model(self, req: FixRequest) -> dict[str, Any] | None:
         """The fast lane: the check and rustc's suggestion pass, no model. The answer when that settles the

@@ -53,12 +53,24 @@ class LimitSettings(BaseModel):
     max_code_bytes: int = 256 * 1024
     queue_size: int = 16
     workers: int = 1
+    #: Copies of the model, each serving one fix at a time (the fix queue gets at least this many workers).
+    #: 1 on a 2-core CPU host: one forward already uses both cores, so a second copy only adds its weights'
+    #: memory (float32 0.5B: ~2 GB; int8: ~0.5 GB; docs/service.md) and splits the same cores. Raise it
+    #: where cores (or a GPU) and memory allow.
+    model_workers: int = Field(default=1, ge=1, le=16)
     request_timeout_s: float = 300.0
     #: /v1/check (and the fix fast lane) run in their own bounded lane: 429 beyond it, and a wall limit
     #: that counts the time spent waiting in it.
     check_queue_size: int = 32
     check_workers: int = 2
     check_timeout_s: float = 60.0
+    #: Slow clients (service/api/slowclient.py): a request's headers must be complete within
+    #: ``header_timeout_s`` of the connection's start (or of the next request's first byte), its body within
+    #: ``body_timeout_s`` of the headers, else 408 and the socket closes; an idle kept-alive connection
+    #: closes after ``keep_alive_s`` (uvicorn's timeout_keep_alive).
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    keep_alive_s: float = Field(default=5.0, gt=0)
 
 
 class SchedulerSettings(BaseModel):

@@ -249,6 +249,39 @@ def test_the_real_tiny_runtime_end_to_end(sandbox: Sandbox, tiny_runtime: object
             assert 0 < attempt.completion_tokens <= limit and attempt.note
 
 
+def _too_long_for_the_tiny_model(name: str) -> str:
+    """A program with one type error whose prompt alone outgrows the tiny model's 2,048-token context."""
+    padding = "".join(
+        f"    // {name} padding line {i:04d}: the quick brown fox jumps over the lazy dog\n"
+        for i in range(120)
+    )
+    return f'fn main() {{\n{padding}    let n: i32 = "{name}";\n    println!("{{n}}");\n}}\n'
+
+
+@pytest.mark.parametrize("best_of", [1, 3], ids=["greedy", "best-of-3"])
+def test_a_problem_longer_than_the_context_ends_with_a_verdict_and_the_batch_goes_on(
+    sandbox: Sandbox, tiny_runtime: object, best_of: int
+) -> None:
+    from learner.runtime import GenerationParams, ModelRuntime
+    from service.compose import model_fns
+
+    assert isinstance(tiny_runtime, ModelRuntime)
+    short = 'fn main() {\n    let n: i32 = "short";\n    println!("{n}");\n}\n'
+    generate, sample = model_fns(tiny_runtime, GenerationParams(max_new_tokens=8))
+    loop = FixLoop(sandbox, generate, _route(), tiny_runtime.model_id, sample=sample)
+    problems = [Problem("long", _too_long_for_the_tiny_model("long")), Problem("short", short)]
+    strategy = Strategy("loop", max_attempts=2, best_of=best_of, sample_from=0)
+    long, fits = loop.run(problems, strategy)
+    assert long.final_status == "prompt_too_long" and not long.fixed
+    [attempt] = long.attempts
+    assert attempt.verdict == "prompt_too_long" and attempt.model_id is None
+    assert "context of 2048 tokens" in attempt.note
+    # The problem that fits was still asked, in the same rounds.
+    assert fits.final_status == "unfixed" and len(fits.attempts) == 2
+    assert all(a.model_id == tiny_runtime.model_id and a.prompt_tokens > 0 for a in fits.attempts)
+    assert all(("best-of" in a.strategy) == (best_of > 1) for a in fits.attempts), fits.attempts
+
+
 def test_a_reply_that_only_explains_is_continued_into_code_within_one_attempt(sandbox: Sandbox) -> None:
     fixed = 'fn main() {\n    let mut count = 1;\n    count = 2;\n    println!("{count}");\n}\n'
     broken = fixed.replace("let mut", "let")

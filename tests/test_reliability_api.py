@@ -102,6 +102,28 @@ def test_streamed_oversize_body_gets_413(live: tuple[httpx.Client, Services]) ->
     assert small.status_code == 200, small.text
 
 
+def test_a_problem_longer_than_the_model_context_gets_413_not_500(
+    live: tuple[httpx.Client, Services],
+) -> None:
+    """Within the code size limit, but its prompt outgrows the tiny model's 2,048-token context."""
+    client, services = live
+    padding = "".join(
+        f"    // padding line {i:04d}: the quick brown fox jumps over the lazy dog\n" for i in range(120)
+    )
+    code = f'fn main() {{\n{padding}    let n: i32 = "long";\n    println!("{{n}}");\n}}\n'
+    assert len(code) < services.settings.limits.max_code_bytes
+    r = client.post("/v1/fix", json={"code": code})
+    assert r.status_code == 413, r.text
+    error = r.json()["error"]
+    assert "does not fit the model" in error and "context of 2048 tokens" in error, error
+    episode_id = int(error.rsplit("episode ", 1)[1].rstrip(")"))
+    episode = client.get(f"/admin/episodes/{episode_id}", headers=AUTH).json()
+    assert episode["final_status"] == "prompt_too_long", episode
+    # The same server still answers a problem that fits.
+    small = client.post("/v1/fix", json={"code": 'fn main() {\n    let n: i32 = "x";\n}\n'})
+    assert small.status_code == 200, small.text
+
+
 def test_rollback_of_an_unknown_task_is_404_without_an_epoch_bump(
     live: tuple[httpx.Client, Services],
 ) -> None:

@@ -15,6 +15,7 @@ from learner.routing import TaskKey
 from learner.runtime import (
     GenerationParams,
     ModelRuntime,
+    PromptTooLong,
     resolve_device,
     resolve_dtype,
 )
@@ -340,6 +341,10 @@ def test_bad_requests_get_clear_errors(tiny_runtime: ModelRuntime) -> None:
         tiny_runtime.generate([[{"role": "user"}]], GREEDY)
     with pytest.raises(ValueError, match="exceeds the model's context"):
         tiny_runtime.generate([chat("fn main() {} " * 2000)], GREEDY)
+    # The fix loop drops the row the error names (PromptTooLong.prompt_index) and asks again for the rest.
+    with pytest.raises(PromptTooLong, match="prompt 1 has") as too_long:
+        tiny_runtime.generate([chat("fn main() {}"), chat("fn main() {} " * 2000)], GREEDY)
+    assert too_long.value.prompt_index == 1
     with pytest.raises(ValueError, match="unknown dtype"):
         resolve_dtype("int3", "cpu")
     with pytest.raises(ValueError, match="float16 is only supported on CUDA"):

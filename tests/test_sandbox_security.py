@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.sandbox import Sandbox, SandboxConfig, Verdict
+from agent.sandbox import WORKDIR_PREFIX, Sandbox, SandboxConfig, Verdict
 
 
 def _alive(sandbox: Sandbox) -> list[int]:
@@ -161,6 +161,38 @@ def test_no_host_paths_or_other_command_lines_through_proc(sandbox: Sandbox, wor
     result = sandbox.check(compile_probe, mode="test")
     seen = result.output + " ".join(d.message for d in result.diagnostics) + (result.message or "")
     assert not [leak for leak in leaks if leak in seen], seen
+
+
+_PROC_LEAKS = (
+    "/proc/self/mountinfo",
+    "/proc/self/mounts",
+    "/proc/1/mountinfo",
+    "/proc/1/cmdline",
+    "/proc/self/environ",
+    "/proc/self/cmdline",
+    "/proc/self/exe",
+)
+
+
+def test_the_compiler_cannot_embed_procfs(sandbox: Sandbox, work_root: Path) -> None:
+    """``include_str!``/``include_bytes!`` of the compiler's own (or its jail's init's) mount table, command
+    line and environment: each is unreadable, so no host path reaches a diagnostic or a test binary."""
+    leaks = (str(work_root), str(sandbox.sysroot), ".rustup", WORKDIR_PREFIX, "/newroot", "bwrap")
+    shown = "".join(
+        f'const _S{i}: &str = compile_error!(include_str!("{p}"));\n' for i, p in enumerate(_PROC_LEAKS)
+    )
+    result = sandbox.check(f"// {secrets.token_hex(8)}\n{shown}fn main() {{}}\n")
+    assert result.verdict == Verdict.COMPILE_ERROR
+    unread = [d.message for d in result.errors if d.message.startswith("couldn't read")]
+    assert len(unread) == len(_PROC_LEAKS), [d.message for d in result.errors]
+    assert not [leak for leak in leaks if leak in _all_text(result)], _all_text(result)
+
+    embedded = "".join(f'const B{i}: &[u8] = include_bytes!("{p}");\n' for i, p in enumerate(_PROC_LEAKS))
+    dump = " ".join(f"String::from_utf8_lossy(B{i})," for i in range(len(_PROC_LEAKS)))
+    probe = f'// {secrets.token_hex(8)}\n{embedded}#[test]\nfn look() {{ panic!("{{:?}}", [{dump}]); }}\n'
+    result = sandbox.check(probe, mode="test")
+    assert result.verdict == Verdict.COMPILE_ERROR, result.output
+    assert not [leak for leak in leaks if leak in _all_text(result)], _all_text(result)
 
 
 # ---------------------------------------------------------------------------------------- runaways

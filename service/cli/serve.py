@@ -15,6 +15,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.slowclient import server_options
     from service.app_services import Services
     from service.compose import CompositionError
 
@@ -33,7 +34,13 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.admin_token is None:
         log.warning("DREAMFIX_ADMIN_TOKEN is not set: the admin API answers 403")
     app = create_app(services)
-    uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port, log_config=None)
+    uvicorn.run(
+        app,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_config=None,
+        **server_options(settings.limits),
+    )
     return 0
 
 
