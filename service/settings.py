@@ -135,11 +135,11 @@ class Settings(BaseSettings):
     database_wait_s: float = Field(default=30.0, ge=0.0)
     model: str = "qwen2.5-coder-0.5b-instruct"
     model_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    #: ``auto``: int8 linear layers on CPU (learner/quant.py; decode 1.9× float32 at batch 1 and 5.4× at
-    #: batch 8 in docs/runtime.md's loaded-machine run), the float dtype on CUDA; ``int8`` forces int8 (CPU only). The default stays
-    #: ``float`` until the paired 99-koan pass-rate comparison (docs/runtime.md) shows int8 is no worse:
-    #: quantization changes greedy text, so it becomes the default on evidence, not on speed alone.
-    model_weights: Literal["auto", "float", "int8"] = "float"
+    #: ``auto`` (default): int8 linear layers on CPU (learner/quant.py; on a quiet 2-core machine decode 4.6×
+    #: float32 at batch 1 and 5.8× at batch 8, prefill 3.3×: docs/runtime.md), the float dtype on CUDA;
+    #: ``int8`` forces int8 (CPU only), ``float`` keeps the loaded dtype. Chosen on the paired 99-koan
+    #: one-shot run (docs/data/int8-eval/): int8 18/99 vs float32 20/99, 2 vs 4 discordant, p = 0.69.
+    model_weights: Literal["auto", "float", "int8"] = "auto"
     device: str = "auto"
     threads: int | None = None
     admin_token: SecretStr | None = None

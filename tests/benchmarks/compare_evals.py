@@ -1,0 +1,98 @@
+"""Paired comparison of `dreamfix eval --out` reports: pass rates with 95% Wilson intervals, the discordant
+pairs, an exact two-sided sign (McNemar) test, and wall-clock per koan.
+
+    python tests/benchmarks/compare_evals.py A.json:STRATEGY B.json:STRATEGY [--json OUT]
+
+Each argument names a report and one strategy in it (``docs/data/int8-eval/base-int8.json:base``); only the
+koans present in every report are compared, so a partly finished run compares what it has. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from service.gate import sign_test_p  # noqa: E402
+
+
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of k successes in n trials."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def two_sided_sign_p(wins: int, losses: int) -> float:
+    """Exact two-sided sign test on the discordant pairs (McNemar's exact test)."""
+    if wins + losses == 0:
+        return 1.0
+    return min(1.0, 2 * sign_test_p(max(wins, losses), min(wins, losses)))
+
+
+def load(spec: str) -> tuple[str, dict[str, dict[str, Any]]]:
+    path, _, strategy = spec.rpartition(":")
+    report = json.loads(Path(path).read_text())
+    records = report["strategies"][strategy]["records"]
+    return f"{Path(path).stem}:{strategy}", {r["problem_id"]: r for r in records}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("reports", nargs=2, metavar="REPORT.json:STRATEGY")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    (name_a, a), (name_b, b) = (load(spec) for spec in args.reports)
+    common = sorted(set(a) & set(b))
+    n = len(common)
+    rows = []
+    for name, records in ((name_a, a), (name_b, b)):
+        fixed = sum(bool(records[k]["fixed"]) for k in common)
+        walls = [float(records[k].get("wall_seconds", 0.0)) for k in common]
+        low, high = wilson(fixed, n)
+        rows.append(
+            {
+                "name": name,
+                "fixed": fixed,
+                "n": n,
+                "ci95": [low, high],
+                "wall_p50_s": statistics.median(walls) if walls else None,
+                "wall_p95_s": percentile(walls, 0.95) if walls else None,
+                "wall_total_s": sum(walls),
+            }
+        )
+    only_a = [k for k in common if a[k]["fixed"] and not b[k]["fixed"]]
+    only_b = [k for k in common if b[k]["fixed"] and not a[k]["fixed"]]
+    p = two_sided_sign_p(len(only_b), len(only_a))
+    for row in rows:
+        low, high = row["ci95"]
+        print(
+            f"{row['name']:28s} {row['fixed']:3d}/{n} = {row['fixed'] / max(n, 1):6.1%}  "
+            f"95% CI {low:.1%}–{high:.1%}  wall p50 {row['wall_p50_s']:.1f} s  p95 {row['wall_p95_s']:.1f} s"
+        )
+    print(f"discordant: only {name_a}: {len(only_a)} {only_a}")
+    print(f"            only {name_b}: {len(only_b)} {only_b}")
+    print(f"exact two-sided sign (McNemar) test: p = {p:.3f}")
+    if args.json:
+        out = {"n": n, "rows": rows, "only_a": only_a, "only_b": only_b, "p_two_sided": p}
+        args.json.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
