@@ -56,6 +56,7 @@ from service.settings import Settings
 
 if TYPE_CHECKING:
     from learner.runtime import ModelRuntime
+    from learner.share.config import TrainConfig
     from learner.share.math import TaskCoefficients
 
 EVAL_SIMILARITY_LIMIT = 0.9  # a training program this close to an eval koan is treated as that koan
@@ -356,6 +357,29 @@ def gate_decision(
 
 
 # ---------------------------------------------------------------------------------------------- night
+def train_config(settings: Settings) -> TrainConfig:
+    """The night's training recipe from the settings: the one ``TrainConfig`` the experiments reuse
+    (``dreamfix experiment run --recipe night``)."""
+    from learner.share.config import TrainConfig
+
+    share, night = settings.share, settings.night
+    return TrainConfig(
+        lora_rank=share.lora_rank,
+        target_modules=tuple(share.target_modules),
+        seed_steps=night.seed_steps,
+        seed_lr=share.learning_rate,
+        phase2_steps=share.train_steps,
+        phase2_lr=share.learning_rate,
+        batch_size=share.batch_size,
+        max_length=night.max_length,
+        seed=share.seed,
+        pseudo_rank=share.pseudo_rank,
+        threshold=share.variance_threshold,
+        k_cap=share.k_cap,
+        copy_weight=night.copy_weight,
+    )
+
+
 def _params(coeffs: Mapping[str, TaskCoefficients]) -> int:
     return sum(int(c.eb.numel() + c.ea.numel()) for c in coeffs.values())
 
@@ -399,10 +423,11 @@ class Night:
     def _night(self, ctx: RunContext, lock: Any) -> dict[str, Any]:
         from learner.share.artifacts import load_bases, save_bases, save_task_version
         from learner.share.layer import attach_share
-        from learner.share.phases import Phase2Config, phase1, phase2
-        from learner.share.seeds import SeedConfig, train_lora_seed
+        from learner.share.phases import phase1, phase2
+        from learner.share.seeds import train_lora_seed
 
-        share, night = self.settings.share, self.settings.night
+        night = self.settings.night
+        train = train_config(self.settings)
         started = time.monotonic()
         # A private model: training and gating never touch the model serving requests.
         shadow = ServingRuntime(self.settings, self.db, self.sandbox, self.factory)
@@ -439,22 +464,13 @@ class Night:
             served_gate = evaluate_problems(shadow, pool.problems, strategy)
             seeds = {}
             for task, examples in data.items():
-                ctx.log(f"LoRA seed {task}: {len(examples)} examples, {night.seed_steps} steps")
-                cfg = SeedConfig(
-                    rank=share.lora_rank,
-                    alpha=2 * share.lora_rank,
-                    target_modules=tuple(share.target_modules),
-                    steps=night.seed_steps,
-                    learning_rate=share.learning_rate,
-                    max_length=night.max_length,
-                    seed=share.seed,
-                    progress=False,
-                )
+                ctx.log(f"LoRA seed {task}: {len(examples)} examples, {train.seed_steps} steps")
+                cfg = train.seed_config()
                 seeds[task] = train_lora_seed(
                     runtime.model, runtime.tokenizer, examples, task, cfg, base_model_id=model_id
                 ).seed
                 lock.renew()
-            result = phase1(list(seeds.values()), threshold=share.variance_threshold, cap=share.k_cap)
+            result = phase1(list(seeds.values()), threshold=train.threshold, cap=train.k_cap)
             basis_file = adapters_dir / f"basis-{ctx.run_id}.safetensors"
             basis_id = save_bases(basis_file, result.bases, model_id)
             with self.db.session() as s:
@@ -485,17 +501,8 @@ class Night:
             candidates = {}
             phase2_results = {}
             for task, examples in data.items():
-                ctx.log(f"phase 2 {task}: {len(examples)} examples, {share.train_steps} steps")
-                cfg2 = Phase2Config(
-                    pseudo_rank=share.pseudo_rank,
-                    phi=0,
-                    steps=share.train_steps,
-                    learning_rate=share.learning_rate,
-                    max_length=night.max_length,
-                    seed=share.seed,
-                    progress=False,
-                    copy_weight=night.copy_weight,
-                )
+                ctx.log(f"phase 2 {task}: {len(examples)} examples, {train.phase2_steps} steps")
+                cfg2 = train.phase2_config()
                 # Warm start from the served version of the task (it lives in this basis: sync installed
                 # only those), so a night refines what is served instead of starting from noise.
                 served = shadow.bank.tasks()

@@ -77,6 +77,7 @@ class ShareSettings(BaseModel):
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
     train_steps: int = 60
     learning_rate: float = 5e-3
+    batch_size: int = Field(default=4, ge=1)  # LoRA seeds and Phase 2 (learner.share.config.TrainConfig)
     merge_every: int = 3
     seed: int = 0
 
