@@ -96,6 +96,12 @@ class NightSettings(BaseModel):
     max_length: int = 1024
     copy_weight: float = Field(default=1.0, ge=0.0, le=1.0)  # edit-weighted loss; 1 = plain, 0 = mask copies
     heartbeat_s: float = 30.0
+    # the night's wall budget (service/night_progress.py: data and training stop in time, the gate is reported)
+    wall_budget_s: float = Field(default=4 * 3600.0, gt=0.0)
+    progress_every_s: float = Field(
+        default=30.0, gt=0.0
+    )  # progress into the run row and log at least this often
+    progress_every_items: int = Field(default=16, ge=1)  # ... or every this many items
     eval_limit: int | None = None  # evaluate only the first N eval koans (tests, smoke runs)
     tasks: list[str] | None = None  # train only these tasks tonight (default: every task with enough data)
     # k replies sampled per training problem the model fails greedily, verified, kept word for word

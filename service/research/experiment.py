@@ -131,7 +131,7 @@ class ExperimentConfig:
     @classmethod
     def from_train(cls, train: TrainConfig, **options: Any) -> ExperimentConfig:
         """An experiment on exactly ``train``'s recipe (``--recipe night``: the night's settings)."""
-        recipe = {
+        recipe: dict[str, Any] = {
             "lora_rank": train.lora_rank,
             "target_modules": list(train.target_modules),
             "seed_steps": train.seed_steps,
