@@ -66,6 +66,8 @@ if TYPE_CHECKING:
     from learner.share.config import TrainConfig
     from learner.share.math import TaskCoefficients
 
+Example = tuple[list[dict[str, str]], str]
+
 EVAL_SIMILARITY_LIMIT = 0.9  # a training program this close to an eval koan is treated as that koan
 
 
@@ -189,22 +191,43 @@ def examples_by_task(
     grouped: dict[str, list[tuple[list[dict[str, str]], str]]] = defaultdict(list)
     for (task, _), problem_targets in zip(routed, targets, strict=True):
         grouped[task].extend((t.messages, t.answer) for t in problem_targets)
-    out: dict[str, list[tuple[list[dict[str, str]], str]]] = {}
-    for task, examples in sorted(grouped.items()):
-        if len(examples) < settings.night.min_examples_per_task:
-            ctx.log(f"task {task}: {len(examples)} examples, below the minimum; skipped")
+    return with_replay(ctx, grouped, wanted)
+
+
+def with_replay(
+    ctx: RunContext, grouped: Mapping[str, list[Example]], wanted: set[str] | None
+) -> dict[str, list[Example]]:
+    """Tonight's examples per task ∪ the task's replay buffer (learner/replay.py, ``night.replay_cap`` per
+    task, 0 = off): tonight's first, replayed ones fill up to ``max_examples_per_task``. Tonight's are added
+    to the buffer even when the task is still below ``min_examples_per_task``, so it grows to enough."""
+    from learner.replay import ReplayBuffer, mix
+
+    night = ctx.settings.night
+    buffer = ReplayBuffer(ctx.settings.data_dir / "replay", night.replay_cap)
+    groups = set(grouped) | {g for g in buffer.groups() if wanted is None or g in wanted}
+    out: dict[str, list[Example]] = {}
+    replay: dict[str, dict[str, int]] = {}
+    for task in sorted(groups):
+        new = grouped.get(task, [])
+        old = buffer.replayed(task, new) if night.replay_cap else []
+        size = buffer.add(task, new, ctx.run_id) if new else len(buffer.load(task))
+        if len(new) + len(old) < night.min_examples_per_task:
+            ctx.log(f"task {task}: {len(new)} new + {len(old)} replayed examples, below the minimum; skipped")
             continue
-        rng = random.Random(f"{ctx.run_id}:{task}")
-        rng.shuffle(examples)
-        out[task] = examples[: settings.night.max_examples_per_task]
+        out[task] = mix(new, old, night.max_examples_per_task, random.Random(f"{ctx.run_id}:{task}"))
+        replay[task] = {
+            "new": len(new),
+            "replayed": len(out[task]) - min(len(new), len(out[task])),
+            "buffer": size,
+        }
     ctx.summary["examples"] = {t: len(v) for t, v in out.items()}
-    ctx.log(f"examples per task: {ctx.summary['examples']}")
+    ctx.summary["replay"] = replay
+    ctx.log(f"examples per task: {ctx.summary['examples']}; replay: {replay}")
     return out
 
 
-SELF_DATA_CHUNK = (
-    16  # problems per self-data batch: the progress and wall-budget granularity of the data stage
-)
+#: problems per self-data batch: the progress and wall-budget granularity of the data stage
+SELF_DATA_CHUNK = 16
 
 
 def reference_targets(problems: Sequence[SelfProblem], settings: Settings) -> list[list[Target]]:

@@ -101,6 +101,7 @@ class NightSettings(BaseModel):
     progress_every_s: float = Field(
         default=30.0, gt=0.0
     )  # progress into the run row and log at least this often
+    replay_cap: int = Field(default=256, ge=0)  # replayed verified examples kept per task (0 = no replay)
     progress_every_items: int = Field(default=16, ge=1)  # ... or every this many items
     eval_limit: int | None = None  # evaluate only the first N eval koans (tests, smoke runs)
     tasks: list[str] | None = None  # train only these tasks tonight (default: every task with enough data)

@@ -101,6 +101,9 @@ def test_a_night_reports_progress_peak_rss_and_stays_within_a_generous_budget(
         assert len(done) >= 2 and done == sorted(done) and done[-1] > 0, (stage, done)
     gate = re.findall(r"progress: gate (\d+)/(\d+)", log)
     assert gate and gate[-1][0] == gate[-1][1]  # the candidates' routed subsets, all run
+    # tonight's verified examples went into the tasks' replay buffers (tests/test_replay.py: their use)
+    assert set(summary["replay"]) == set(summary["candidates"])
+    assert all((tmp_path / "replay" / f"{task}.jsonl").stat().st_size > 0 for task in summary["replay"])
     train_total = int(re.findall(r"progress: train \d+/(\d+)", log)[0])
     assert train_total == settings.night.seed_steps * len(summary["candidates"])
 
