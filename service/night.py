@@ -35,7 +35,7 @@ from agent.koans import Koan, eval_koans, train_koans
 from agent.loop import DEFAULT_OUTPUT_FORMAT, Strategy
 from agent.pools import POOL_SIZE, Pools, build_pools
 from agent.problems import Problem
-from agent.prompt import build_messages
+from agent.prompt import build_messages, prompt_hash
 from agent.sandbox import Job, Sandbox
 from router.table import BASE_ROW
 from service.compose import generation_params, model_fns
@@ -80,6 +80,8 @@ class Pair:
     mode: str = "bin"
     edition: str = "2021"
     tests: str | None = None  # what a sampled fix must also pass (koans, generator draws)
+    # the episode's verified model replies: (prompt hash, reply) of each fixed model attempt
+    replies: tuple[tuple[str, str], ...] = ()
 
 
 class EvalGuard:
@@ -114,7 +116,14 @@ def collect_pairs(
     with ctx.db.session() as s:
         for p in EpisodeRepository(s).verified_fixes():
             if p.final_code and p.final_code != p.source:
-                pairs.append(Pair(p.source, p.final_code, p.origin, p.problem_ref, p.mode, p.edition))
+                replies = tuple(
+                    (a.prompt_hash, a.reply)
+                    for a in p.attempts
+                    if a.fixed and a.reply and a.prompt_hash and a.strategy != "suggestions"
+                )
+                pairs.append(
+                    Pair(p.source, p.final_code, p.origin, p.problem_ref, p.mode, p.edition, None, replies)
+                )
     pairs += generated_pairs(settings.night.generated_examples, sandbox, seed=ctx.run_id)
     kept: list[Pair] = []
     seen: set[tuple[str, str]] = set()
@@ -175,6 +184,7 @@ def examples_by_task(
     results = sandbox.check_many([Job(p.source, p.mode, p.edition) for p in pairs])
     snapshot = serving.pinned_snapshot()
     routed: list[tuple[str, SelfProblem]] = []
+    routed_pairs: list[Pair] = []
     for pair, result in zip(pairs, results, strict=True):
         if result.ok or not result.diagnostics:
             continue
@@ -186,8 +196,19 @@ def examples_by_task(
             pair.source, result.diagnostics, pair.fixed, pair.mode, pair.edition, pair.tests, row
         )
         routed.append((decision.task, problem))
+        routed_pairs.append(pair)
     problems = [p for _, p in routed]
     targets = training_targets(ctx, problems, sandbox, serving, snapshot, progress)
+    kept = 0
+    for (_, problem), pair, problem_targets in zip(routed, routed_pairs, targets, strict=True):
+        have = {(prompt_hash(t.messages), t.answer) for t in problem_targets}
+        for messages, reply in episode_replies(pair, problem, settings.agent.hints):
+            kept += 1
+            if (prompt_hash(messages), reply) not in have:  # self-data may have asked the same already
+                problem_targets.append(Target(messages, reply, "episode"))
+    if any(pair.replies for pair in routed_pairs):
+        total = sum(len(pair.replies) for pair in routed_pairs)
+        ctx.summary["episode_replies"] = {"verified": total, "kept": kept, "prompt_not_rebuilt": total - kept}
     grouped: dict[str, list[tuple[list[dict[str, str]], str]]] = defaultdict(list)
     for (task, _), problem_targets in zip(routed, targets, strict=True):
         grouped[task].extend((t.messages, t.answer) for t in problem_targets)
@@ -223,6 +244,23 @@ def with_replay(
     ctx.summary["examples"] = {t: len(v) for t, v in out.items()}
     ctx.summary["replay"] = replay
     ctx.log(f"examples per task: {ctx.summary['examples']}; replay: {replay}")
+    return out
+
+
+def episode_replies(pair: Pair, problem: SelfProblem, hints: bool) -> list[Example]:
+    """The episode's verified model replies, word for word, with the prompt they were generated from —
+    rebuilt by the serving prompt builder and kept only when its hash is the one the attempt logged (with
+    the hints on or off, the loop may have escalated). A reply to a feedback prompt (a later attempt, whose
+    prompt showed an earlier candidate's errors) does not rebuild from the episode and is not kept."""
+    out: list[Example] = []
+    candidates = [
+        build_messages(problem.source, problem.diagnostics, hints=h, output_format=DEFAULT_OUTPUT_FORMAT)
+        for h in dict.fromkeys((hints, not hints))
+    ]
+    by_hash = {prompt_hash(m): m for m in candidates}
+    for digest, reply in pair.replies:
+        if digest in by_hash:
+            out.append((by_hash[digest], reply))
     return out
 
 

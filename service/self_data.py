@@ -31,7 +31,7 @@ from agent.sandbox import Job, Sandbox
 Messages = list[dict[str, str]]
 GenerateFn = Callable[[list[Messages], list[int] | None], Sequence[Any]]
 SampleFn = Callable[[list[Messages], list[int] | None, int], Sequence[Any]]
-TargetKind = Literal["greedy", "sampled", "reference"]
+TargetKind = Literal["greedy", "sampled", "reference", "episode"]  # episode: a verified served reply
 
 
 @dataclass(frozen=True)
