@@ -48,6 +48,7 @@ from service.db.repositories import (
     RunRepository,
 )
 from service.db.session import Database
+from service.episode_examples import EpisodeAttempt, episode_examples
 from service.gate import GateConfig, paired_gate
 from service.jobs import RunConflict, RunContext
 from service.night_progress import NightProgress
@@ -80,8 +81,7 @@ class Pair:
     mode: str = "bin"
     edition: str = "2021"
     tests: str | None = None  # what a sampled fix must also pass (koans, generator draws)
-    # the episode's verified model replies: (prompt hash, reply) of each fixed model attempt
-    replies: tuple[tuple[str, str], ...] = ()
+    attempts: tuple[EpisodeAttempt, ...] = ()  # an episode's attempts (service/episode_examples.py)
 
 
 class EvalGuard:
@@ -116,13 +116,14 @@ def collect_pairs(
     with ctx.db.session() as s:
         for p in EpisodeRepository(s).verified_fixes():
             if p.final_code and p.final_code != p.source:
-                replies = tuple(
-                    (a.prompt_hash, a.reply)
+                attempts = tuple(
+                    EpisodeAttempt(
+                        a.attempt, a.strategy, a.note, a.candidate, a.verdict, a.fixed, a.prompt_hash, a.reply
+                    )
                     for a in p.attempts
-                    if a.fixed and a.reply and a.prompt_hash and a.strategy != "suggestions"
                 )
                 pairs.append(
-                    Pair(p.source, p.final_code, p.origin, p.problem_ref, p.mode, p.edition, None, replies)
+                    Pair(p.source, p.final_code, p.origin, p.problem_ref, p.mode, p.edition, None, attempts)
                 )
     pairs += generated_pairs(settings.night.generated_examples, sandbox, seed=ctx.run_id)
     kept: list[Pair] = []
@@ -199,16 +200,7 @@ def examples_by_task(
         routed_pairs.append(pair)
     problems = [p for _, p in routed]
     targets = training_targets(ctx, problems, sandbox, serving, snapshot, progress)
-    kept = 0
-    for (_, problem), pair, problem_targets in zip(routed, routed_pairs, targets, strict=True):
-        have = {(prompt_hash(t.messages), t.answer) for t in problem_targets}
-        for messages, reply in episode_replies(pair, problem, settings.agent.hints):
-            kept += 1
-            if (prompt_hash(messages), reply) not in have:  # self-data may have asked the same already
-                problem_targets.append(Target(messages, reply, "episode"))
-    if any(pair.replies for pair in routed_pairs):
-        total = sum(len(pair.replies) for pair in routed_pairs)
-        ctx.summary["episode_replies"] = {"verified": total, "kept": kept, "prompt_not_rebuilt": total - kept}
+    add_episode_replies(ctx, routed_pairs, targets, sandbox)
     grouped: dict[str, list[tuple[list[dict[str, str]], str]]] = defaultdict(list)
     for (task, _), problem_targets in zip(routed, targets, strict=True):
         grouped[task].extend((t.messages, t.answer) for t in problem_targets)
@@ -247,21 +239,32 @@ def with_replay(
     return out
 
 
-def episode_replies(pair: Pair, problem: SelfProblem, hints: bool) -> list[Example]:
-    """The episode's verified model replies, word for word, with the prompt they were generated from —
-    rebuilt by the serving prompt builder and kept only when its hash is the one the attempt logged (with
-    the hints on or off, the loop may have escalated). A reply to a feedback prompt (a later attempt, whose
-    prompt showed an earlier candidate's errors) does not rebuild from the episode and is not kept."""
-    out: list[Example] = []
-    candidates = [
-        build_messages(problem.source, problem.diagnostics, hints=h, output_format=DEFAULT_OUTPUT_FORMAT)
-        for h in dict.fromkeys((hints, not hints))
-    ]
-    by_hash = {prompt_hash(m): m for m in candidates}
-    for digest, reply in pair.replies:
-        if digest in by_hash:
-            out.append((by_hash[digest], reply))
-    return out
+def add_episode_replies(
+    ctx: RunContext, pairs: Sequence[Pair], targets: Sequence[list[Target]], sandbox: Sandbox
+) -> None:
+    """Each episode's verified model replies, with the exact prompt they were generated from, join their
+    problem's targets (service/episode_examples.py); counted in the summary's ``episode_replies``."""
+    verified = kept = 0
+    for pair, problem_targets in zip(pairs, targets, strict=True):
+        if not pair.attempts:
+            continue
+
+        def check(program: str, pair: Pair = pair) -> Sequence[Any]:
+            return sandbox.check(program, pair.mode, pair.edition).diagnostics
+
+        examples, missed = episode_examples(pair.source, pair.attempts, check)
+        verified += len(examples) + missed
+        kept += len(examples)
+        have = {(prompt_hash(t.messages), t.answer) for t in problem_targets}
+        for messages, reply in examples:
+            if (prompt_hash(messages), reply) not in have:  # self-data may have asked the same already
+                problem_targets.append(Target(messages, reply, "episode"))
+    if verified:
+        ctx.summary["episode_replies"] = {
+            "verified": verified,
+            "kept": kept,
+            "prompt_not_rebuilt": verified - kept,
+        }
 
 
 #: problems per self-data batch: the progress and wall-budget granularity of the data stage
