@@ -8,14 +8,13 @@ from pathlib import Path
 from agent.loop import FixLoop, Problem, Strategy
 from agent.pools import build_pools
 from agent.prompt import build_messages, format_program_answer
-from router import RouteTable, TaskRouter, make_route_fn
 from service.app_services import Services
 from service.db.repositories import EpisodeRepository, RunRepository
 from service.jobs import RunContext
 from service.night import collect_pairs, examples_by_task
 from service.serving import ServingRuntime
 from tests.helpers import make_settings
-from tests.test_loop import LIB_BROKEN, LIB_FIXED, LIB_TESTS, Scripted
+from tests.test_loop import LIB_BROKEN, LIB_FIXED, LIB_TESTS, Scripted, _route
 
 BIN_BROKEN = 'fn main() {\n    let total: i32 = "7";\n    println!("{total}");\n}\n'
 BIN_FIXED = BIN_BROKEN.replace('"7"', "7")
@@ -46,7 +45,7 @@ def test_verified_replies_are_kept_with_the_exact_prompt_they_answered_and_unreb
     services = Services.build(settings)
     sandbox = services.serving.sandbox
     generate = Scripted(answer)
-    loop = FixLoop(sandbox, generate, make_route_fn(TaskRouter(), RouteTable()), "scripted")
+    loop = FixLoop(sandbox, generate, _route(), "scripted")
     strategy = Strategy("serve", max_attempts=3, suggestions_first=False, hints=settings.agent.hints)
     first, second, third = loop.run(
         [
