@@ -35,7 +35,7 @@ from agent.koans import Koan, eval_koans, train_koans
 from agent.loop import DEFAULT_OUTPUT_FORMAT, Strategy
 from agent.pools import POOL_SIZE, Pools, build_pools
 from agent.problems import Problem
-from agent.prompt import build_messages
+from agent.prompt import build_messages, prompt_hash
 from agent.sandbox import Job, Sandbox
 from service.compose import generation_params, model_fns, route_fn
 from service.db.repositories import (
@@ -47,15 +47,26 @@ from service.db.repositories import (
     RunRepository,
 )
 from service.db.session import Database
+from service.episode_examples import EpisodeAttempt, episode_examples
 from service.gate import GateConfig, paired_gate
 from service.jobs import RunConflict, RunContext
-from service.self_data import SelfProblem, Target, reference_answer, self_generated_targets
+from service.night_progress import NightProgress
+from service.self_data import (
+    SelfDataStats,
+    SelfProblem,
+    Target,
+    reference_answer,
+    self_generated_targets,
+)
 from service.serving import ServingRuntime
 from service.settings import Settings
 
 if TYPE_CHECKING:
     from learner.runtime import ModelRuntime
+    from learner.share.config import TrainConfig
     from learner.share.math import TaskCoefficients
+
+Example = tuple[list[dict[str, str]], str]
 
 EVAL_SIMILARITY_LIMIT = 0.9  # a training program this close to an eval koan is treated as that koan
 
@@ -69,6 +80,7 @@ class Pair:
     mode: str = "bin"
     edition: str = "2021"
     tests: str | None = None  # what a sampled fix must also pass (koans, generator draws)
+    attempts: tuple[EpisodeAttempt, ...] = ()  # an episode's attempts (service/episode_examples.py)
 
 
 class EvalGuard:
@@ -103,7 +115,15 @@ def collect_pairs(
     with ctx.db.session() as s:
         for p in EpisodeRepository(s).verified_fixes():
             if p.final_code and p.final_code != p.source:
-                pairs.append(Pair(p.source, p.final_code, p.origin, p.problem_ref, p.mode, p.edition))
+                attempts = tuple(
+                    EpisodeAttempt(
+                        a.attempt, a.strategy, a.note, a.candidate, a.verdict, a.fixed, a.prompt_hash, a.reply
+                    )
+                    for a in p.attempts
+                )
+                pairs.append(
+                    Pair(p.source, p.final_code, p.origin, p.problem_ref, p.mode, p.edition, None, attempts)
+                )
     pairs += generated_pairs(settings.night.generated_examples, sandbox, seed=ctx.run_id)
     kept: list[Pair] = []
     seen: set[tuple[str, str]] = set()
@@ -150,7 +170,11 @@ def generated_pairs(n: int, sandbox: Sandbox, seed: int) -> list[Pair]:
 
 
 def examples_by_task(
-    ctx: RunContext, pairs: Sequence[Pair], sandbox: Sandbox, serving: ServingRuntime
+    ctx: RunContext,
+    pairs: Sequence[Pair],
+    sandbox: Sandbox,
+    serving: ServingRuntime,
+    progress: NightProgress | None = None,
 ) -> dict[str, list[tuple[list[dict[str, str]], str]]]:
     """(messages, answer) training examples per routed task. With ``night.self_samples`` = k > 0 the targets
     are self-generated and verified (service/self_data.py): the model's own verified greedy reply, else up to
@@ -161,6 +185,7 @@ def examples_by_task(
     snapshot = serving.pinned_snapshot()
     route = route_fn(serving.router, snapshot)
     routed: list[tuple[str, SelfProblem]] = []
+    routed_pairs: list[Pair] = []
     for pair, result in zip(pairs, results, strict=True):
         if result.ok or not result.diagnostics:
             continue
@@ -171,52 +196,139 @@ def examples_by_task(
             pair.source, result.diagnostics, pair.fixed, pair.mode, pair.edition, pair.tests, r.key
         )
         routed.append((r.task, problem))
+        routed_pairs.append(pair)
     problems = [p for _, p in routed]
+    targets = training_targets(ctx, problems, sandbox, serving, snapshot, progress)
+    add_episode_replies(ctx, routed_pairs, targets, sandbox)
+    grouped: dict[str, list[tuple[list[dict[str, str]], str]]] = defaultdict(list)
+    for (task, _), problem_targets in zip(routed, targets, strict=True):
+        grouped[task].extend((t.messages, t.answer) for t in problem_targets)
+    return with_replay(ctx, grouped, wanted)
+
+
+def with_replay(
+    ctx: RunContext, grouped: Mapping[str, list[Example]], wanted: set[str] | None
+) -> dict[str, list[Example]]:
+    """Tonight's examples per task ∪ the task's replay buffer (learner/replay.py, ``night.replay_cap`` per
+    task, 0 = off): tonight's first, replayed ones fill up to ``max_examples_per_task``. Tonight's are added
+    to the buffer even when the task is still below ``min_examples_per_task``, so it grows to enough."""
+    from learner.replay import ReplayBuffer, mix
+
+    night = ctx.settings.night
+    buffer = ReplayBuffer(ctx.settings.data_dir / "replay", night.replay_cap)
+    groups = set(grouped) | {g for g in buffer.groups() if wanted is None or g in wanted}
+    out: dict[str, list[Example]] = {}
+    replay: dict[str, dict[str, int]] = {}
+    for task in sorted(groups):
+        new = grouped.get(task, [])
+        old = buffer.replayed(task, new) if night.replay_cap else []
+        size = buffer.add(task, new, ctx.run_id) if new else len(buffer.load(task))
+        if len(new) + len(old) < night.min_examples_per_task:
+            ctx.log(f"task {task}: {len(new)} new + {len(old)} replayed examples, below the minimum; skipped")
+            continue
+        out[task] = mix(new, old, night.max_examples_per_task, random.Random(f"{ctx.run_id}:{task}"))
+        replay[task] = {
+            "new": len(new),
+            "replayed": len(out[task]) - min(len(new), len(out[task])),
+            "buffer": size,
+        }
+    ctx.summary["examples"] = {t: len(v) for t, v in out.items()}
+    ctx.summary["replay"] = replay
+    ctx.log(f"examples per task: {ctx.summary['examples']}; replay: {replay}")
+    return out
+
+
+def add_episode_replies(
+    ctx: RunContext, pairs: Sequence[Pair], targets: Sequence[list[Target]], sandbox: Sandbox
+) -> None:
+    """Each episode's verified model replies, with the exact prompt they were generated from, join their
+    problem's targets (service/episode_examples.py); counted in the summary's ``episode_replies``."""
+    verified = kept = 0
+    for pair, problem_targets in zip(pairs, targets, strict=True):
+        if not pair.attempts:
+            continue
+
+        def check(program: str, pair: Pair = pair) -> Sequence[Any]:
+            return sandbox.check(program, pair.mode, pair.edition).diagnostics
+
+        examples, missed = episode_examples(pair.source, pair.attempts, check)
+        verified += len(examples) + missed
+        kept += len(examples)
+        have = {(prompt_hash(t.messages), t.answer) for t in problem_targets}
+        for messages, reply in examples:
+            if (prompt_hash(messages), reply) not in have:  # self-data may have asked the same already
+                problem_targets.append(Target(messages, reply, "episode"))
+    if verified:
+        ctx.summary["episode_replies"] = {
+            "verified": verified,
+            "kept": kept,
+            "prompt_not_rebuilt": verified - kept,
+        }
+
+
+#: problems per self-data batch: the progress and wall-budget granularity of the data stage
+SELF_DATA_CHUNK = 16
+
+
+def reference_targets(problems: Sequence[SelfProblem], settings: Settings) -> list[list[Target]]:
+    """Each problem's reference fix as its one target, in the serving reply's shape."""
+    return [
+        [
+            Target(
+                build_messages(
+                    p.source, p.diagnostics, hints=settings.agent.hints, output_format=DEFAULT_OUTPUT_FORMAT
+                ),
+                reference_answer(p, DEFAULT_OUTPUT_FORMAT),
+                "reference",
+            )
+        ]
+        for p in problems
+    ]
+
+
+def training_targets(
+    ctx: RunContext,
+    problems: Sequence[SelfProblem],
+    sandbox: Sandbox,
+    serving: ServingRuntime,
+    snapshot: Any,
+    progress: NightProgress | None,
+) -> list[list[Target]]:
+    """Self-generated, verified targets (``night.self_samples`` = k > 0), in chunks of SELF_DATA_CHUNK
+    problems; past the data stage's budget the rest keep their reference target. k = 0: references only."""
+    settings = ctx.settings
     k = settings.night.self_samples
-    if k > 0 and serving.runtime is not None:
-        generate, sample = night_model_fns(serving, snapshot)
-        targets, stats = self_generated_targets(
-            problems,
+    if k <= 0 or serving.runtime is None:
+        return reference_targets(problems, settings)
+    if progress is not None:
+        progress.stage("data", len(problems))
+    generate, sample = night_model_fns(serving, snapshot)
+    targets: list[list[Target]] = []
+    parts: list[SelfDataStats] = []
+    for start in range(0, len(problems), SELF_DATA_CHUNK):
+        chunk = problems[start : start + SELF_DATA_CHUNK]
+        if progress is not None and progress.over_budget():
+            progress.stopped(f"self-data sampling ({len(problems) - start} problems keep the reference)")
+            targets += reference_targets(problems[start:], settings)
+            break
+        chunk_targets, chunk_stats = self_generated_targets(
+            chunk,
             sandbox,
             generate,
             sample,
             k=k,
-            seed=ctx.run_id * 1_000_003,
+            seed=ctx.run_id * 1_000_003 + start * k,
             hints=settings.agent.hints,
             output_format=DEFAULT_OUTPUT_FORMAT,
         )
-        ctx.summary["self_data"] = stats.as_json()
-        ctx.log(f"self-generated data: {stats.as_json()}")
-    else:
-        targets = [
-            [
-                Target(
-                    build_messages(
-                        p.source,
-                        p.diagnostics,
-                        hints=settings.agent.hints,
-                        output_format=DEFAULT_OUTPUT_FORMAT,
-                    ),
-                    reference_answer(p, DEFAULT_OUTPUT_FORMAT),
-                    "reference",
-                )
-            ]
-            for p in problems
-        ]
-    grouped: dict[str, list[tuple[list[dict[str, str]], str]]] = defaultdict(list)
-    for (task, _), problem_targets in zip(routed, targets, strict=True):
-        grouped[task].extend((t.messages, t.answer) for t in problem_targets)
-    out: dict[str, list[tuple[list[dict[str, str]], str]]] = {}
-    for task, examples in sorted(grouped.items()):
-        if len(examples) < settings.night.min_examples_per_task:
-            ctx.log(f"task {task}: {len(examples)} examples, below the minimum; skipped")
-            continue
-        rng = random.Random(f"{ctx.run_id}:{task}")
-        rng.shuffle(examples)
-        out[task] = examples[: settings.night.max_examples_per_task]
-    ctx.summary["examples"] = {t: len(v) for t, v in out.items()}
-    ctx.log(f"examples per task: {ctx.summary['examples']}")
-    return out
+        targets += chunk_targets
+        parts.append(chunk_stats)
+        if progress is not None:
+            progress.advance(len(chunk))
+    stats = SelfDataStats.combined(parts, problems=len(problems))
+    ctx.summary["self_data"] = stats.as_json()
+    ctx.log(f"self-generated data: {stats.as_json()}")
+    return targets
 
 
 # ---------------------------------------------------------------------------------------------- gate
@@ -255,18 +367,37 @@ def gate_strategy(settings: Settings) -> Strategy:
     )
 
 
-def evaluate(serving: ServingRuntime, koans: Sequence[Koan], strategy: Strategy) -> dict[str, bool]:
-    return evaluate_problems(serving, [Problem.from_koan(k) for k in koans], strategy)
+EVAL_CHUNK = 32  # problems per loop run when the night reports progress
+
+
+def evaluate(
+    serving: ServingRuntime,
+    koans: Sequence[Koan],
+    strategy: Strategy,
+    progress: NightProgress | None = None,
+) -> dict[str, bool]:
+    return evaluate_problems(serving, [Problem.from_koan(k) for k in koans], strategy, progress)
 
 
 def evaluate_problems(
-    serving: ServingRuntime, problems: Sequence[Problem], strategy: Strategy
+    serving: ServingRuntime,
+    problems: Sequence[Problem],
+    strategy: Strategy,
+    progress: NightProgress | None = None,
 ) -> dict[str, bool]:
-    """problem id → fixed, with the loop main builds today (the one place to swap for issue 14's builder)."""
+    """problem id → fixed, with the loop main builds today (the one place to swap for issue 14's builder).
+    With ``progress``: in chunks of EVAL_CHUNK problems, each counted as done."""
     if not problems:
         return {}
-    records = serving.make_loop(serving.pinned_snapshot()).run(list(problems), strategy)
-    return {r.problem_id: r.fixed for r in records}
+    loop = serving.make_loop(serving.pinned_snapshot())
+    step = EVAL_CHUNK if progress is not None else len(problems)
+    out: dict[str, bool] = {}
+    for start in range(0, len(problems), step):
+        chunk = list(problems[start : start + step])
+        out.update({r.problem_id: r.fixed for r in loop.run(chunk, strategy)})
+        if progress is not None:
+            progress.advance(len(chunk))
+    return out
 
 
 @dataclass
@@ -355,6 +486,40 @@ def gate_decision(
 
 
 # ---------------------------------------------------------------------------------------------- night
+def train_config(settings: Settings) -> TrainConfig:
+    """The night's training recipe from the settings: the one ``TrainConfig`` the experiments reuse
+    (``dreamfix experiment run --recipe night``)."""
+    from learner.share.config import TrainConfig
+
+    share, night = settings.share, settings.night
+    return TrainConfig(
+        lora_rank=share.lora_rank,
+        target_modules=tuple(share.target_modules),
+        seed_steps=night.seed_steps,
+        seed_lr=share.learning_rate,
+        phase2_steps=share.train_steps,
+        phase2_lr=share.learning_rate,
+        batch_size=share.batch_size,
+        max_length=night.max_length,
+        seed=share.seed,
+        pseudo_rank=share.pseudo_rank,
+        threshold=share.variance_threshold,
+        k_cap=share.k_cap,
+        copy_weight=night.copy_weight,
+    )
+
+
+def _step_control(progress: NightProgress) -> Any:
+    from learner.share.training import StepControl
+
+    return StepControl(on_step=lambda _step, _loss: progress.advance(), should_stop=progress.over_budget)
+
+
+def _note_cut(progress: NightProgress, task: str, steps: int, planned: int) -> None:
+    if steps < planned:
+        progress.stopped(f"training {task} after {steps} of {planned} steps")
+
+
 def _params(coeffs: Mapping[str, TaskCoefficients]) -> int:
     return sum(int(c.eb.numel() + c.ea.numel()) for c in coeffs.values())
 
@@ -383,8 +548,17 @@ class Night:
         if not lock.acquire():
             raise RunConflict("another replica holds the night lock")
         self._lease: NightLock | None = lock
+        night = self.settings.night
+        progress = NightProgress(
+            ctx,
+            budget_s=night.wall_budget_s,
+            every_s=night.progress_every_s,
+            every_items=night.progress_every_items,
+        )
         try:
-            return self._night(ctx, lock)
+            summary = self._night(ctx, lock, progress)
+            progress.finish()
+            return {**summary, **{k: ctx.summary[k] for k in ("budget", "progress", "peak_rss_mb")}}
         finally:
             self._lease = None
             lock.release()
@@ -395,13 +569,13 @@ class Night:
         if lock is not None:
             lock.release()
 
-    def _night(self, ctx: RunContext, lock: Any) -> dict[str, Any]:
+    def _night(self, ctx: RunContext, lock: Any, progress: NightProgress) -> dict[str, Any]:
         from learner.share.artifacts import load_bases, save_bases, save_task_version
         from learner.share.layer import attach_share
-        from learner.share.phases import Phase2Config, phase1, phase2
-        from learner.share.seeds import SeedConfig, train_lora_seed
+        from learner.share.phases import phase1
 
-        share, night = self.settings.share, self.settings.night
+        night = self.settings.night
+        train = train_config(self.settings)
         started = time.monotonic()
         # A private model: training and gating never touch the model serving requests.
         shadow = ServingRuntime(self.settings, self.db, self.sandbox, self.factory)
@@ -412,7 +586,7 @@ class Night:
 
         pools = build_pools(night.gate_pool, night.test_pool, eval_koans(self.koans_dir))
         pairs = collect_pairs(ctx, self.sandbox, self.koans_dir, pools)
-        data = examples_by_task(ctx, pairs, self.sandbox, shadow)
+        data = examples_by_task(ctx, pairs, self.sandbox, shadow, progress)
         lock.renew()
         if not data:
             ctx.log("no task has enough verified examples; nothing to train")
@@ -434,26 +608,11 @@ class Night:
 
         if basis_path is None:
             # First night: baseline is the base model; seeds → Phase 1.
-            baseline = evaluate(shadow, evals.koans, strategy)
-            served_gate = evaluate_problems(shadow, pool.problems, strategy)
-            seeds = {}
-            for task, examples in data.items():
-                ctx.log(f"LoRA seed {task}: {len(examples)} examples, {night.seed_steps} steps")
-                cfg = SeedConfig(
-                    rank=share.lora_rank,
-                    alpha=2 * share.lora_rank,
-                    target_modules=tuple(share.target_modules),
-                    steps=night.seed_steps,
-                    learning_rate=share.learning_rate,
-                    max_length=night.max_length,
-                    seed=share.seed,
-                    progress=False,
-                )
-                seeds[task] = train_lora_seed(
-                    runtime.model, runtime.tokenizer, examples, task, cfg, base_model_id=model_id
-                ).seed
-                lock.renew()
-            result = phase1(list(seeds.values()), threshold=share.variance_threshold, cap=share.k_cap)
+            progress.stage("baseline", len(evals.koans) + len(pool.problems))
+            baseline = evaluate(shadow, evals.koans, strategy, progress)
+            served_gate = evaluate_problems(shadow, pool.problems, strategy, progress)
+            seeds = self._train_seeds(ctx, data, runtime, train, progress, lock)
+            result = phase1(list(seeds.values()), threshold=train.threshold, cap=train.k_cap)
             basis_file = adapters_dir / f"basis-{ctx.run_id}.safetensors"
             basis_id = save_bases(basis_file, result.bases, model_id)
             with self.db.session() as s:
@@ -479,39 +638,24 @@ class Night:
             if shadow.bank is None or shadow.bank.basis_id != basis_id:
                 shadow.bank = attach_share(runtime.model, bases, base_model_id=model_id)
                 runtime.bank = shadow.bank
-            baseline = evaluate(shadow, evals.koans, strategy)
-            served_gate = evaluate_problems(shadow, pool.problems, strategy)
-            candidates = {}
-            phase2_results = {}
-            for task, examples in data.items():
-                ctx.log(f"phase 2 {task}: {len(examples)} examples, {share.train_steps} steps")
-                cfg2 = Phase2Config(
-                    pseudo_rank=share.pseudo_rank,
-                    phi=0,
-                    steps=share.train_steps,
-                    learning_rate=share.learning_rate,
-                    max_length=night.max_length,
-                    seed=share.seed,
-                    progress=False,
-                    copy_weight=night.copy_weight,
-                )
-                # Warm start from the served version of the task (it lives in this basis: sync installed
-                # only those), so a night refines what is served instead of starting from noise.
-                served = shadow.bank.tasks()
-                init = shadow.bank.coefficients(task) if task in served else None
-                if init is not None:
-                    ctx.summary.setdefault("warm_start", {})[task] = f"{task}@v{shadow.bank.version(task)}"
-                res = phase2(
-                    runtime.model, runtime.tokenizer, shadow.bank, examples, cfg2, task=task, init=init
-                )
-                candidates[task] = res.coeffs
-                phase2_results[task] = res
-                ctx.summary.setdefault("losses", {})[task] = [res.losses[0], res.losses[-1]]
-                lock.renew()
+            progress.stage("baseline", len(evals.koans) + len(pool.problems))
+            baseline = evaluate(shadow, evals.koans, strategy, progress)
+            served_gate = evaluate_problems(shadow, pool.problems, strategy, progress)
+            phase2_results = self._train_phase2(ctx, data, shadow, train, progress, lock)
+            candidates = {task: res.coeffs for task, res in phase2_results.items()}
 
             if self._merge_due(latest_run_id=latest_basis_run):
                 return self._merge_night(
-                    ctx, shadow, evals, baseline, pool, served_gate, phase2_results, model_id, started
+                    ctx,
+                    shadow,
+                    evals,
+                    baseline,
+                    pool,
+                    served_gate,
+                    phase2_results,
+                    model_id,
+                    started,
+                    progress,
                 )
 
         bank = shadow.bank
@@ -524,6 +668,16 @@ class Night:
         with self.db.session() as s:  # the night lock makes these numbers ours until the promotion
             repo = AdapterRepository(s)
             versions = {task: repo.next_version(task) for task in candidates}
+        one_shot = strategy.max_attempts == 1
+        progress.stage(
+            "gate",
+            sum(
+                len(evals.of_task(t)) + len(pool.of_task(t))
+                if one_shot
+                else len(evals.koans) + len(pool.problems)
+                for t in candidates
+            ),
+        )
         for task, coeffs in candidates.items():
             version = versions[task]
             path = save_task_version(
@@ -540,11 +694,10 @@ class Night:
             bank.set_task(task, coeffs, version)
             # one-shot: only problems routed to the task can change (every other row runs the same
             # coefficients), so only those are re-run; with more attempts, everything is.
-            one_shot = strategy.max_attempts == 1
             subset = evals.of_task(task) if one_shot else evals.koans
-            results = evaluate(shadow, subset, strategy)
+            results = evaluate(shadow, subset, strategy, progress)
             gate_subset = pool.of_task(task) if one_shot else pool.problems
-            gate_results = evaluate_problems(shadow, gate_subset, strategy)
+            gate_results = evaluate_problems(shadow, gate_subset, strategy, progress)
             decisions[task] = paired_decision(
                 gate_decision(task, evals, baseline, results), served_gate, gate_results, pool, config
             )
@@ -568,6 +721,74 @@ class Night:
             }
         )
         return ctx.summary
+
+    def _train_seeds(
+        self,
+        ctx: RunContext,
+        data: Mapping[str, list[Any]],
+        runtime: ModelRuntime,
+        train: TrainConfig,
+        progress: NightProgress,
+        lock: Any,
+    ) -> dict[str, Any]:
+        """First night: one LoRA seed per task (at least one step each once the budget is spent)."""
+        from learner.share.seeds import train_lora_seed
+
+        progress.stage("train", train.seed_steps * len(data))
+        seeds = {}
+        for task, examples in data.items():
+            ctx.log(f"LoRA seed {task}: {len(examples)} examples, {train.seed_steps} steps")
+            result = train_lora_seed(
+                runtime.model,
+                runtime.tokenizer,
+                examples,
+                task,
+                train.seed_config(),
+                base_model_id=runtime.model_id,
+                control=_step_control(progress),
+            )
+            _note_cut(progress, task, len(result.losses), train.seed_steps)
+            seeds[task] = result.seed
+            lock.renew()
+        return seeds
+
+    def _train_phase2(
+        self,
+        ctx: RunContext,
+        data: Mapping[str, list[Any]],
+        shadow: ServingRuntime,
+        train: TrainConfig,
+        progress: NightProgress,
+        lock: Any,
+    ) -> dict[str, Any]:
+        """Phase 2 per task, warm-started from the served version of the task (it lives in this basis: sync
+        installed only those), so a night refines what is served instead of starting from noise."""
+        from learner.share.phases import phase2
+
+        runtime, bank = shadow.runtime, shadow.bank
+        assert runtime is not None and bank is not None
+        progress.stage("train", train.phase2_steps * len(data))
+        results = {}
+        for task, examples in data.items():
+            ctx.log(f"phase 2 {task}: {len(examples)} examples, {train.phase2_steps} steps")
+            init = bank.coefficients(task) if task in bank.tasks() else None
+            if init is not None:
+                ctx.summary.setdefault("warm_start", {})[task] = f"{task}@v{bank.version(task)}"
+            res = phase2(
+                runtime.model,
+                runtime.tokenizer,
+                bank,
+                examples,
+                train.phase2_config(),
+                task=task,
+                init=init,
+                control=_step_control(progress),
+            )
+            _note_cut(progress, task, len(res.losses), train.phase2_steps)
+            results[task] = res
+            ctx.summary.setdefault("losses", {})[task] = [res.losses[0], res.losses[-1]]
+            lock.renew()
+        return results
 
     def _merge_due(self, latest_run_id: int) -> bool:
         """Phase 3 every ``merge_every``-th night in a basis (counting the night that made it and this one), and
@@ -596,6 +817,7 @@ class Night:
         phase2_results: Mapping[str, Any],
         model_id: str,
         started: float,
+        progress: NightProgress,
     ) -> dict[str, Any]:
         """Phase 3: every active task and tonight's candidates re-based into one new basis, gated as ONE
         configuration on the whole eval set (a new basis changes every task), promoted all or nothing."""
@@ -628,8 +850,9 @@ class Night:
             versions = {task: repo.next_version(task) for task in merged.coefficients}
         bank.replace_bases(merged.bases, merged.coefficients, versions)
         strategy = gate_strategy(self.settings)
-        results = evaluate(shadow, evals.koans, strategy)
-        gate_results = evaluate_problems(shadow, pool.problems, strategy)
+        progress.stage("gate", len(evals.koans) + len(pool.problems))
+        results = evaluate(shadow, evals.koans, strategy, progress)
+        gate_results = evaluate_problems(shadow, pool.problems, strategy, progress)
         config = gate_config(self.settings)
         decisions = {
             task: paired_decision(

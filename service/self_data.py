@@ -30,7 +30,7 @@ from agent.prompt import (
 from agent.sandbox import Job, Sandbox
 
 Messages = list[dict[str, str]]
-TargetKind = Literal["greedy", "sampled", "reference"]
+TargetKind = Literal["greedy", "sampled", "reference", "episode"]  # episode: a verified served reply
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,22 @@ class SelfDataStats:
     sampled_targets: int = 0
     reference_only: int = 0
     samples: int = 0
+    budget_skipped: int = 0  # never asked: the night's wall budget ended the data stage (reference kept)
     per_problem: list[TargetKind] = field(default_factory=list)
+
+    @classmethod
+    def combined(cls, parts: Sequence[SelfDataStats], *, problems: int) -> SelfDataStats:
+        """The stats of several batches together; ``problems`` counts every problem, and those in no batch
+        (the wall budget ended the stage) are ``budget_skipped``."""
+        out = cls(problems=problems, budget_skipped=problems - sum(p.problems for p in parts))
+        for part in parts:
+            out.greedy_pass += part.greedy_pass
+            out.sampled_rescued += part.sampled_rescued
+            out.sampled_targets += part.sampled_targets
+            out.reference_only += part.reference_only
+            out.samples += part.samples
+            out.per_problem += part.per_problem
+        return out
 
     def as_json(self) -> dict[str, int]:
         return {
@@ -71,6 +86,7 @@ class SelfDataStats:
             "sampled_targets": self.sampled_targets,
             "reference_only": self.reference_only,
             "samples": self.samples,
+            "budget_skipped": self.budget_skipped,
         }
 
 

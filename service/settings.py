@@ -89,6 +89,7 @@ class ShareSettings(BaseModel):
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
     train_steps: int = 60
     learning_rate: float = 5e-3
+    batch_size: int = Field(default=4, ge=1)  # LoRA seeds and Phase 2 (learner.share.config.TrainConfig)
     merge_every: int = 3
     seed: int = 0
 
@@ -107,6 +108,13 @@ class NightSettings(BaseModel):
     max_length: int = 1024
     copy_weight: float = Field(default=1.0, ge=0.0, le=1.0)  # edit-weighted loss; 1 = plain, 0 = mask copies
     heartbeat_s: float = 30.0
+    # the night's wall budget (service/night_progress.py: data and training stop in time, the gate is reported)
+    wall_budget_s: float = Field(default=4 * 3600.0, gt=0.0)
+    progress_every_s: float = Field(
+        default=30.0, gt=0.0
+    )  # progress into the run row and log at least this often
+    replay_cap: int = Field(default=256, ge=0)  # replayed verified examples kept per task (0 = no replay)
+    progress_every_items: int = Field(default=16, ge=1)  # ... or every this many items
     eval_limit: int | None = None  # evaluate only the first N eval koans (tests, smoke runs)
     tasks: list[str] | None = None  # train only these tasks tonight (default: every task with enough data)
     # k replies sampled per training problem the model fails greedily, verified, kept word for word

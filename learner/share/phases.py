@@ -45,7 +45,7 @@ from learner.share.math import (
     reconstruct,
 )
 from learner.share.prefix import FrozenPrefix
-from learner.share.training import frozen, optimise
+from learner.share.training import StepControl, frozen, optimise
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +249,7 @@ class CoefficientTrainer:
         desc: str,
         prefix: FrozenPrefix | None = None,
         copy_weight: float = 1.0,
+        control: StepControl | None = None,
     ) -> list[float]:
         if prefix is not None and copy_weight != 1.0:
             raise ValueError("the edit-weighted loss is not supported with a frozen-prefix cache")
@@ -269,6 +270,7 @@ class CoefficientTrainer:
                 lr=lr,
                 desc=desc,
                 progress=progress,
+                control=control,
             )
         finally:
             self.model.train(was_training)
@@ -295,6 +297,7 @@ def phase2(
     task: str = "new task",
     prefix: FrozenPrefix | None = None,
     init: Mapping[str, TaskCoefficients] | None = None,
+    control: StepControl | None = None,
 ) -> Phase2Result:
     """Learn a new task's coefficients in ``bank``'s frozen bases. The bank itself is not touched: install
     the result with ``bank.set_task`` (φ = 0) or merge it first with ``phase3`` (φ > 0). ``init``: start
@@ -321,8 +324,9 @@ def phase2(
         desc=f"Share phase 2 {task}",
         prefix=prefix,
         copy_weight=cfg.copy_weight,
+        control=control,
     )
-    log.info("Share phase 2 %s: %d steps, loss %.4f → %.4f", task, cfg.steps, losses[0], losses[-1])
+    log.info("Share phase 2 %s: %d steps, loss %.4f → %.4f", task, len(losses), losses[0], losses[-1])
     return trainer.result(losses)
 
 

@@ -21,7 +21,7 @@ from learner.share.examples import Example, batch_stream, collate, encode_all, p
 from learner.share.layer import share_layers
 from learner.share.math import LoraSeed, SeedLayer
 from learner.share.prefix import FrozenPrefix
-from learner.share.training import model_device, optimise
+from learner.share.training import StepControl, model_device, optimise
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ def train_lora_seed(
     *,
     base_model_id: str | None = None,
     prefix: FrozenPrefix | None = None,
+    control: StepControl | None = None,
 ) -> SeedResult:
     """Train a LoRA on ``examples`` (loss on answer tokens only) and return its per-layer A, B and scaling.
 
@@ -123,6 +124,7 @@ def train_lora_seed(
                 desc=f"LoRA seed {name}",
                 progress=cfg.progress,
                 on_step=on_step,
+                control=control,
             )
             seed = _extract(peft_model, name, base_model_id)
         finally:
@@ -130,7 +132,7 @@ def train_lora_seed(
             for p, flag in flags:
                 p.requires_grad_(flag)
             model.train(was_training)
-    log.info("LoRA seed %s: %d steps, loss %.4f → %.4f", name, cfg.steps, losses[0], losses[-1])
+    log.info("LoRA seed %s: %d steps, loss %.4f → %.4f", name, len(losses), losses[0], losses[-1])
     return SeedResult(seed=seed, losses=losses, checkpoints=checkpoints)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
@@ -34,6 +35,16 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+@dataclass(frozen=True)
+class StepControl:
+    """What a caller (the night) hooks into a training loop: ``on_step(step, loss)`` after each step, and
+    ``should_stop()`` asked after each step — True ends the loop there (a wall budget), at least one step
+    always runs."""
+
+    on_step: Callable[[int, float], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+
+
 def optimise(
     params: Sequence[Tensor],
     loss_fn: Callable[[T], Tensor],
@@ -45,9 +56,11 @@ def optimise(
     progress: bool = True,
     max_grad_norm: float = 1.0,
     on_step: Callable[[int, float], None] | None = None,
+    control: StepControl | None = None,
 ) -> list[float]:
-    """Run ``steps`` AdamW steps on ``params``; returns the loss before each step. Stops with a clear error
-    on a non-finite loss instead of silently corrupting the parameters."""
+    """Run ``steps`` AdamW steps on ``params`` (fewer when ``control.should_stop`` says so); returns the loss
+    before each step run. Stops with a clear error on a non-finite loss instead of silently corrupting the
+    parameters."""
     if steps < 1:
         raise ValueError(f"steps must be ≥ 1, got {steps}")
     if lr <= 0:
@@ -68,4 +81,8 @@ def optimise(
         bar.set_postfix(loss=f"{value:.4f}")
         if on_step is not None:
             on_step(step + 1, value)
+        if control is not None and control.on_step is not None:
+            control.on_step(step + 1, value)
+        if control is not None and control.should_stop is not None and control.should_stop():
+            break
     return losses

@@ -98,6 +98,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="run every layer on every pass (default: the unadapted layers below --layers run once per sequence)",
     )
+    run.add_argument(
+        "--recipe",
+        choices=["night"],
+        help="night: every training option (LoRA rank and targets, steps, learning rates, batch size, "
+        "max length, seed, p, threshold, k cap, copy weight) from the night's settings",
+    )
     run.add_argument("--lora-rank", dest="lora_rank", type=int)
     run.add_argument("--seed-steps", dest="seed_steps", type=int)
     run.add_argument("--seed-lr", dest="seed_lr", type=float, help="LoRA seeds' learning rate (default 2e-3)")

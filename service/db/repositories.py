@@ -79,6 +79,10 @@ class RunRepository:
             run.log = (run.log or "") + f"{_now().isoformat(timespec='seconds')} {line}\n"
             run.heartbeat_at = _now()
 
+    def set_summary(self, run_id: int, summary: dict[str, Any]) -> None:
+        """A running run's summary so far (the night's progress); a heartbeat too."""
+        self.s.execute(update(Run).where(Run.id == run_id).values(summary=summary, heartbeat_at=_now()))
+
     def finish(self, run_id: int, status: str, summary: dict[str, Any], error: str | None = None) -> None:
         self.s.execute(
             update(Run)

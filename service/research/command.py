@@ -17,19 +17,25 @@ from service.compose import load_runtime, make_sandbox
 from service.db import migrate
 from service.db.repositories import ExperimentRepository
 from service.db.session import Database
+from service.night import train_config
 from service.research import STAGES
 from service.research.experiment import Experiment, ExperimentConfig
-from service.settings import get_settings
+from service.settings import Settings, get_settings
 
 
-def config_from(args: argparse.Namespace) -> ExperimentConfig:
+def config_from(args: argparse.Namespace, settings: Settings | None = None) -> ExperimentConfig:
+    """The experiment's config from the options; ``--recipe night`` takes every training option from the
+    night's settings (``service.night.train_config``), so the numbers describe what the night runs."""
     values: dict[str, Any] = {}
     for f in fields(ExperimentConfig):
         value = getattr(args, f.name, None)
         if value is not None:
             values[f.name] = value
     try:
-        config = ExperimentConfig(**values)
+        if getattr(args, "recipe", None) == "night":
+            config = ExperimentConfig.from_train(train_config(settings or get_settings()), **values)
+        else:
+            config = ExperimentConfig(**values)
     except (TypeError, ValueError) as exc:
         raise CliError(str(exc)) from exc
     unknown = sorted(set(config.tasks) - set(registry()))
@@ -44,7 +50,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
     """``dreamfix experiment run``: the stages asked for, each recorded in ``experiment_runs``."""
     stages = list(STAGES) if "all" in args.stage else list(dict.fromkeys(args.stage))
     settings = get_settings()
-    config = config_from(args)
+    config = config_from(args, settings)
     runtime = load_runtime(settings)
     try:
         experiment = Experiment(

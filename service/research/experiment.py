@@ -41,6 +41,7 @@ from learner.routing import TaskKey
 from learner.runtime import ModelRuntime
 from learner.share.artifacts import load_seed, save_seed
 from learner.share.bank import ShareBank
+from learner.share.config import TrainConfig
 from learner.share.layer import attach_share, detach_share
 from learner.share.math import LayerBasis, LoraSeed, TaskCoefficients
 from learner.share.phases import Phase2Config, phase1
@@ -94,21 +95,10 @@ class ExperimentConfig:
     # Run the unadapted layers below min(layers) once per sequence (learner.share.prefix); exact up to
     # float rounding, so it is part of the config a resumed run must match.
     prefix_cache: bool = True
+    copy_weight: float = 1.0  # edit-weighted loss (TrainConfig.copy_weight); 1 = plain
 
     def __post_init__(self) -> None:
-        positive = {
-            "per_task": self.per_task,
-            "lora_rank": self.lora_rank,
-            "seed_steps": self.seed_steps,
-            "phase2_steps": self.phase2_steps,
-            "batch_size": self.batch_size,
-            "max_length": self.max_length,
-            "k_cap": self.k_cap,
-            "pseudo_rank": self.pseudo_rank,
-            "max_new_tokens": self.max_new_tokens,
-            "seed_lr": self.seed_lr,
-            "phase2_lr": self.phase2_lr,
-        }
+        positive = {"per_task": self.per_task, "max_new_tokens": self.max_new_tokens}
         bad = [f"{k}={v}" for k, v in positive.items() if not v > 0]
         if self.eval_per_family is not None and self.eval_per_family < 1:
             bad.append(f"eval_per_family={self.eval_per_family}")
@@ -116,10 +106,52 @@ class ExperimentConfig:
             bad.append(f"phi={self.phi}")
         if bad:
             raise ValueError(f"experiment options must be positive: {', '.join(bad)}")
-        if not 0 < self.threshold <= 1:
-            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
         if not self.seeds:
             raise ValueError("at least one random seed is needed (--seeds)")
+        self.train_config()  # the training options are checked where the night's are
+
+    def train_config(self) -> TrainConfig:
+        """The training recipe these options describe: the one ``TrainConfig`` the night also builds from
+        (the LoRA seeds take each of ``seeds`` in turn; Phase 2 takes ``data_seed``)."""
+        return TrainConfig(
+            lora_rank=self.lora_rank,
+            target_modules=tuple(self.target_modules),
+            seed_steps=self.seed_steps,
+            seed_lr=self.seed_lr,
+            phase2_steps=self.phase2_steps,
+            phase2_lr=self.phase2_lr,
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+            seed=self.data_seed,
+            pseudo_rank=self.pseudo_rank,
+            threshold=self.threshold,
+            k_cap=self.k_cap,
+            copy_weight=self.copy_weight,
+        )
+
+    @classmethod
+    def from_train(cls, train: TrainConfig, **options: Any) -> ExperimentConfig:
+        """An experiment on exactly ``train``'s recipe (``--recipe night``: the night's settings)."""
+        recipe: dict[str, Any] = {
+            "lora_rank": train.lora_rank,
+            "target_modules": list(train.target_modules),
+            "seed_steps": train.seed_steps,
+            "seed_lr": train.seed_lr,
+            "phase2_steps": train.phase2_steps,
+            "phase2_lr": train.phase2_lr,
+            "batch_size": train.batch_size,
+            "max_length": train.max_length,
+            "data_seed": train.seed,
+            "seeds": [train.seed],
+            "pseudo_rank": train.pseudo_rank,
+            "threshold": train.threshold,
+            "k_cap": train.k_cap,
+            "copy_weight": train.copy_weight,
+        }
+        clash = sorted(set(recipe) & set(options))
+        if clash:
+            raise ValueError(f"--recipe night fixes {', '.join(clash)}: drop those options")
+        return cls(**recipe, **options)
 
     def target_names(self, model: Any) -> list[str]:
         """PEFT target names: bare module names, or ``layers.{i}.self_attn.{m}`` for chosen layers."""
@@ -167,7 +199,10 @@ class Experiment:
         current = asdict(self.config)
         if path.exists():
             saved = json.loads(path.read_text())
-            changed = sorted(k for k in current if k not in RUN_OPTIONS and saved.get(k) != current[k])
+            defaults = asdict(ExperimentConfig())
+            changed = sorted(
+                k for k in current if k not in RUN_OPTIONS and saved.get(k, defaults[k]) != current[k]
+            )
             if changed:
                 raise ValueError(
                     f"experiment {self.root.name!r} was started with another config ({', '.join(changed)} "
@@ -262,31 +297,12 @@ class Experiment:
             self._log_training(path.stem, result.losses, time.monotonic() - started)
 
     def _seed_config(self, seed: int) -> SeedConfig:
-        c = self.config
-        return SeedConfig(
-            rank=c.lora_rank,
-            alpha=2 * c.lora_rank,
-            target_modules=self.config.target_names(self.model),
-            steps=c.seed_steps,
-            learning_rate=c.seed_lr,
-            batch_size=c.batch_size,
-            max_length=c.max_length,
-            seed=seed,
-            progress=False,
+        return self.config.train_config().seed_config(
+            seed=seed, target_modules=self.config.target_names(self.model)
         )
 
     def _phase2_config(self, pseudo_rank: int | None = None, phi: int = 0) -> Phase2Config:
-        c = self.config
-        return Phase2Config(
-            pseudo_rank=pseudo_rank or c.pseudo_rank,
-            phi=phi,
-            steps=c.phase2_steps,
-            learning_rate=c.phase2_lr,
-            batch_size=c.batch_size,
-            max_length=c.max_length,
-            seed=c.data_seed,
-            progress=False,
-        )
+        return self.config.train_config().phase2_config(pseudo_rank=pseudo_rank, phi=phi)
 
     def _log_training(self, name: str, losses: list[float], seconds: float) -> None:
         path = self.root / "training.json"
