@@ -400,6 +400,7 @@ class Night:
         from learner.share.layer import attach_share
         from learner.share.phases import Phase2Config, phase1, phase2
         from learner.share.seeds import SeedConfig, train_lora_seed
+        from service.db.artifacts import local_artifact
 
         share, night = self.settings.share, self.settings.night
         started = time.monotonic()
@@ -429,7 +430,8 @@ class Night:
             # were all rejected). A rejected Phase 3 basis is never built upon.
             served_id = RouteStateRepository(s).get().basis_id
             current = BasisRepository(s).get(served_id) if served_id else BasisRepository(s).latest()
-            basis_path = current.path if current else None
+            # The basis as stored in the database (the leader may not be the replica that wrote the file).
+            basis_path = local_artifact(current, adapters_dir / "db-cache", "basis") if current else None
             latest_basis_run = int((current.meta or {}).get("run_id", 0)) if current else 0
 
         if basis_path is None:
