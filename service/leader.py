@@ -97,7 +97,11 @@ class LeaderElector:
                 else f"another replica runs the scheduled jobs ({self.holder() or 'none yet'})",
             )
         if changed and self.on_change is not None:
-            self.on_change(leading)
+            try:
+                self.on_change(leading)
+            except Exception:  # e.g. APScheduler could not start: retried at the next heartbeat
+                log.exception("scheduler %s transition failed; retrying", "leader" if leading else "follower")
+                self.is_leader = not leading
         return leading
 
     def holder(self) -> str | None:
@@ -127,7 +131,10 @@ class LeaderElector:
     def _loop(self) -> None:
         interval = self.ttl.total_seconds() / 3
         while not self._stop.wait(interval):
-            self.step()
+            try:
+                self.step()
+            except Exception:  # the heartbeat thread must outlive any one failure
+                log.exception("leader heartbeat failed")
 
     def stop(self) -> None:
         """Stop campaigning and hand the lease back at once, so another replica takes over without waiting

@@ -82,6 +82,25 @@ def test_only_the_leaders_scheduler_runs_and_a_follower_starts_it_on_takeover(db
         db.dispose()
 
 
+def test_a_failed_start_of_the_leaders_scheduler_is_retried_at_the_next_heartbeat(db_url: str) -> None:
+    db = Database(db_url)
+    calls: list[bool] = []
+
+    def start(leading: bool) -> None:
+        calls.append(leading)
+        if len(calls) == 1:
+            raise RuntimeError("job store unreachable")
+
+    elector = LeaderElector(db, ttl_s=60, identity="h:1", on_change=start)
+    try:
+        assert elector.step() is True and elector.is_leader is False  # holds the lease, not yet scheduling
+        assert elector.step() is True and elector.is_leader is True
+        assert calls == [True, True]
+    finally:
+        elector.stop()
+        db.dispose()
+
+
 def _replica(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "service", "serve", "--port", str(port)],
@@ -151,12 +170,18 @@ def test_two_replica_processes_on_postgres_elect_one_leader_and_fail_over_after_
         killed_at = time.monotonic()
         new = _wait(lambda: _holder(db) == f"{host}:{procs[follower].pid}", 3 * ttl, "the takeover")
         took = time.monotonic() - killed_at
-        assert new and took <= ttl + ttl / 3 + 1.0, took
+        assert new and took <= ttl + ttl / 3 + 2.0, took  # the lease, one heartbeat, a loaded host's slack
         _wait(lambda: _leader_gauge(ports[follower]) == 1.0, 10, "the new leader's gauge")
         text = logs[follower].read_text()
         assert "scheduler follower" in text and "scheduler leader" in text, text
         assert "scheduled dreamfix-night" in text.split("scheduler leader", 1)[1], text
-        print(f"leader {holder} killed; {host}:{procs[follower].pid} took over in {took:.1f}s (ttl {ttl}s)")
+        for i, path in enumerate(logs):
+            for line in path.read_text().splitlines():
+                if "scheduler leader" in line or "scheduler follower" in line:
+                    print(f"replica{i} (pid {procs[i].pid}): {line.strip()}")
+        print(
+            f"leader {holder} killed -9; {host}:{procs[follower].pid} took over in {took:.1f}s (ttl {ttl}s)"
+        )
     finally:
         for proc in procs:
             if proc.poll() is None:

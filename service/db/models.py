@@ -168,7 +168,8 @@ class RouteState(Base):
 
 
 class Lease(Base):
-    """A named lease (e.g. the night lock) for SQLite; PostgreSQL uses advisory locks instead."""
+    """A named lease: the night lock on SQLite (PostgreSQL uses an advisory lock for it), and on every
+    database the scheduler leader's lease (``service.leader``, row ``scheduler``)."""
 
     __tablename__ = "leases"
 
