@@ -10,7 +10,7 @@ reported so a drifting generator is caught.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -70,7 +70,10 @@ def build_dataset(
     seed: int = 0,
     families: Iterable[str] | None = None,
     verify: bool = True,
+    on_family: Callable[[FamilyReport], None] | None = None,
 ) -> tuple[list[Example], list[FamilyReport]]:
+    """Draw, dedupe against the eval koans and verify ``per_family`` examples of each family; ``on_family``
+    is called with each family's report as it completes (a progress bar)."""
     gens = registry()
     wanted = sorted(families) if families else sorted(gens)
     unknown = [f for f in wanted if f not in gens]
@@ -98,6 +101,8 @@ def build_dataset(
         report.invalid = sum(p is not None for p in problems)
         report.valid = len(ok) - report.invalid
         reports.append(report)
+        if on_family is not None:
+            on_family(report)
     return kept, reports
 
 

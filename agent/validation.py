@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -262,12 +262,25 @@ def validate_koan(sandbox: Sandbox, koan: Koan, stub_check: bool = True) -> Koan
     )
 
 
-def validate_koans(sandbox: Sandbox, koans: Iterable[Koan], stub_check: bool = True) -> ValidationReport:
-    """``validate_koan`` for each koan, in parallel through the sandbox's pool; order kept."""
+def validate_koans(
+    sandbox: Sandbox,
+    koans: Iterable[Koan],
+    stub_check: bool = True,
+    on_done: Callable[[KoanCheck], None] | None = None,
+) -> ValidationReport:
+    """``validate_koan`` for each koan, in parallel through the sandbox's pool; order kept. ``on_done`` is
+    called with each check as it finishes (a progress bar)."""
     koan_list = list(koans)
     workers = max(1, min(sandbox.config.max_concurrency, len(koan_list)))
+
+    def one(koan: Koan) -> KoanCheck:
+        check = validate_koan(sandbox, koan, stub_check)
+        if on_done is not None:
+            on_done(check)
+        return check
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="validate") as pool:
-        checks = list(pool.map(lambda k: validate_koan(sandbox, k, stub_check), koan_list))
+        checks = list(pool.map(one, koan_list))
     return ValidationReport(checks)
 
 

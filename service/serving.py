@@ -27,6 +27,7 @@ from agent.problems import Problem
 from agent.sandbox import Sandbox
 from router import TaskRouter
 from service.compose import build_fix_loop, serving_strategy
+from service.db.artifacts import ArtifactIntegrityError
 from service.db.repositories import (
     AdapterRepository,
     BasisRepository,
@@ -68,6 +69,9 @@ class ServingRuntime:
         self.model_error: str | None = None
         self.epoch = -1
         self._sync_lock = threading.Lock()
+        #: The last epoch whose artifacts were refused (hash mismatch, damaged file) and why; None when fine.
+        self.refused_epoch: int | None = None
+        self.sync_error: str | None = None
         self.on_swap: Callable[[dict[str, int]], None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -99,6 +103,8 @@ class ServingRuntime:
 
     def sync(self) -> bool:
         """Install the database's active versions if the route epoch moved. Returns True when it swapped."""
+        from learner.share.artifacts import ArtifactError
+
         if self.runtime is None:
             return False
         with self._sync_lock, self.db.session() as s:
@@ -107,8 +113,17 @@ class ServingRuntime:
                 return False
             active = list(AdapterRepository(s).active())
             basis_row = BasisRepository(s).get(state.basis_id) if state.basis_id else None
-            self._install(active, basis_row)
-            self.epoch = state.epoch
+            try:
+                self._install(active, basis_row)
+            except (ArtifactError, ArtifactIntegrityError) as exc:
+                # Nothing was swapped: the bank keeps serving the previous versions; retried next poll.
+                if self.refused_epoch != state.epoch:
+                    log.error(
+                        "route epoch %d refused, still serving the previous versions: %s", state.epoch, exc
+                    )
+                self.refused_epoch, self.sync_error = state.epoch, str(exc)
+                return False
+            self.epoch, self.sync_error = state.epoch, None
         versions = self.active_versions()
         log.info("route epoch %d: serving %s", self.epoch, versions or "the base model only")
         if self.on_swap is not None:
@@ -117,8 +132,10 @@ class ServingRuntime:
 
     def _install(self, active: Sequence[Any], basis_row: Any) -> None:
         """Say what the bank should serve: the active versions that live in the active basis. The bank
-        reconciles itself to that in one swap (``ShareBank.reconcile``)."""
+        reconciles itself to that in one swap (``ShareBank.reconcile``). Artifacts come from the database,
+        sha256-checked (``service.db.artifacts.local_artifact``)."""
         from learner.share.artifacts import load_bases
+        from service.db.artifacts import local_artifact
 
         assert self.runtime is not None
         if basis_row is None:
@@ -127,7 +144,8 @@ class ServingRuntime:
             return
         if not active and self.bank is None:
             return  # nothing to serve and no Share layers yet: the plain base model
-        basis = load_bases(basis_row.path)
+        cache = self.settings.adapters_dir / "db-cache"
+        basis = load_bases(local_artifact(basis_row, cache, f"basis {basis_row.id}"))
         stale = [f"{row.task}@v{row.version}" for row in active if row.basis_id != basis.basis_id]
         if stale:
             log.warning("active versions in another basis are not served: %s", stale)
@@ -146,13 +164,17 @@ class ServingRuntime:
         self.bank.reconcile(desired, basis.bases)
 
     def _desired(self, row: Any, basis_id: str) -> Version:
-        """An active version row as the bank's desired entry; its file is read only if the bank needs it."""
+        """An active version row as the bank's desired entry; its artifact is read only if the bank needs it
+        (inside ``sync``'s session: the row's bytes load on demand)."""
         from learner.share.artifacts import load_task_version
         from learner.share.bank import Version
+        from service.db.artifacts import local_artifact
 
-        path, model_id = row.path, self.runtime.model_id if self.runtime is not None else None
+        model_id = self.runtime.model_id if self.runtime is not None else None
+        cache, name = self.settings.adapters_dir / "db-cache", f"{row.task}@v{row.version}"
 
         def load() -> Any:
+            path = local_artifact(row, cache, name)
             return load_task_version(path, expect_basis_id=basis_id, expect_base_model_id=model_id).coeffs
 
         return Version(row.version, load)

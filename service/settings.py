@@ -78,6 +78,8 @@ class SchedulerSettings(BaseModel):
     day_cron: str = "0 9-17 * * *"
     night_cron: str = "0 2 * * *"
     misfire_grace_s: int = 3600
+    #: Replicas on one database elect one scheduler leader; a dead leader's lease expires after this.
+    leader_ttl_s: float = Field(default=30.0, gt=0)
 
 
 class ShareSettings(BaseModel):

@@ -62,6 +62,11 @@ class ServiceMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.scheduler_leader = Gauge(
+            "dreamfix_scheduler_leader",
+            "1 when this replica holds the scheduler lease and runs the scheduled day/night jobs",
+            registry=self.registry,
+        )
         self.queue_depth = Gauge("dreamfix_queue_depth", "Jobs waiting or running", registry=self.registry)
         self.queue_wait = Histogram(
             "dreamfix_queue_wait_seconds",

@@ -1,4 +1,5 @@
-"""``dreamfix adapters list|rollback|export``: coefficient versions, their gate verdicts, and rollback."""
+"""``dreamfix adapters list|rollback|export|import|routes``: coefficient versions, their gate verdicts,
+rollback, PEFT LoRA export, and seeding Phase 1 from PEFT LoRA adapters."""
 
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ def _rollback(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from learner.share.artifacts import load_bases, load_task_version
     from learner.share.peft_io import export_peft, upstream_model_id
+    from service.db.artifacts import ArtifactIntegrityError, local_artifact
     from service.db.repositories import AdapterRepository, BasisRepository
 
     task, _, version = args.name.partition("@v")
@@ -78,7 +80,12 @@ def _export(args: argparse.Namespace) -> int:
         basis = BasisRepository(s).get(row.basis_id)
         if basis is None:
             raise CliError(f"basis {row.basis_id} of {args.name} is missing")
-        basis_path, task_path = basis.path, row.path
+        cache = get_settings().adapters_dir / "db-cache"
+        try:
+            basis_path = local_artifact(basis, cache, f"basis {basis.id}")
+            task_path = local_artifact(row, cache, args.name)
+        except ArtifactIntegrityError as exc:
+            raise CliError(str(exc)) from exc
     bases = load_bases(basis_path)
     tv = load_task_version(task_path, expect_basis_id=bases.basis_id)
     settings = get_settings()
@@ -108,6 +115,120 @@ def _export(args: argparse.Namespace) -> int:
         raise CliError(f"{args.out} already exists; pass --force to replace it") from None
     print(folder)
     return 0
+
+
+def _import_seeds(paths: list[str], tasks: list[str] | None) -> list[Any]:
+    """One Phase 1 seed per PEFT folder, named by ``--task`` (in order) or by the folder."""
+    from learner.share.artifacts import ArtifactError, check_task_name
+    from learner.share.peft_io import import_peft
+
+    names = tasks or [Path(p).resolve().name for p in paths]
+    if len(names) != len(paths):
+        raise CliError(f"{len(paths)} adapter folders but {len(names)} --task names; give one per folder")
+    if len(set(names)) != len(names):
+        raise CliError(f"task names must be distinct, got {names}")
+    seeds = []
+    for path, name in zip(paths, names, strict=True):
+        try:
+            seeds.append(import_peft(path, name=check_task_name(name)))
+        except (ArtifactError, ValueError) as exc:
+            raise CliError(str(exc)) from exc
+    return seeds
+
+
+def _served_model_id() -> str | None:
+    """The id a loaded runtime reports for the configured model (what versions are checked against)."""
+    from learner.provision import ProvisionError, resolve_model
+
+    settings = get_settings()
+    try:
+        return resolve_model(settings.model, settings.model_cache_dir, convert_gguf=False).name
+    except (OSError, ValueError, ProvisionError):
+        return None
+
+
+def _import(args: argparse.Namespace) -> int:
+    """PEFT LoRA adapters → Phase 1: a basis and one version per task, in the database like a night's."""
+    from learner.share.artifacts import save_bases
+    from learner.share.phases import phase1
+    from service.db.repositories import BasisRepository
+
+    seeds = _import_seeds(args.paths, args.task)
+    settings = get_settings()
+    db = _db()
+    try:
+        with db.session() as s:
+            if BasisRepository(s).latest() is not None:
+                raise CliError(
+                    "a basis exists already (Phase 1 has run); imported adapters can only seed an empty "
+                    "installation"
+                )
+        try:
+            result = phase1(
+                seeds, threshold=args.threshold or settings.share.variance_threshold, cap=settings.share.k_cap
+            )
+        except ValueError as exc:
+            raise CliError(f"cannot build a basis from these adapters: {exc}") from exc
+        model_id = _served_model_id()
+        basis_file = settings.adapters_dir / "basis-import.safetensors"
+        basis_id = save_bases(basis_file, result.bases, model_id)
+        names = _record_import(db, result, basis_id, basis_file, model_id, args.activate)
+    finally:
+        db.dispose()
+    status = (
+        "active" if args.activate else "candidate (the next night trains in this basis; --activate serves it)"
+    )
+    for name in names:
+        print(f"{name} {status}")
+    print(f"basis {basis_id}: k per layer {sorted({(b.k_beta, b.k_alpha) for b in result.bases.values()})}")
+    return 0
+
+
+def _record_import(
+    db: Database, result: Any, basis_id: str, basis_file: Path, model_id: str | None, activate: bool
+) -> list[str]:
+    """The basis and each task's version in one transaction (bytes and sha256 in the rows)."""
+    from learner.share.artifacts import save_task_version
+    from service.db.repositories import AdapterRepository, BasisRepository, RouteStateRepository
+
+    settings = get_settings()
+    names = []
+    with db.session() as s:
+        BasisRepository(s).add(
+            basis_id,
+            str(basis_file),
+            model_id or settings.model,
+            {"origin": "peft-import", "seeds": sorted(result.coefficients)},
+        )
+        repo = AdapterRepository(s)
+        for task, coeffs in sorted(result.coefficients.items()):
+            version = repo.next_version(task)
+            path = save_task_version(
+                settings.adapters_dir / "tasks",
+                task=task,
+                version=version,
+                coeffs_by_layer=coeffs,
+                basis_id=basis_id,
+                base_model_id=model_id,
+            )
+            params = sum(int(c.eb.numel() + c.ea.numel()) for c in coeffs.values())
+            row = repo.add(
+                task=task,
+                version=version,
+                status="candidate",
+                path=str(path),
+                basis_id=basis_id,
+                base_model_id=model_id or settings.model,
+                params=params,
+                bytes=4 * params,
+                reason="imported from a PEFT adapter",
+            )
+            if activate:
+                repo.promote(row)
+            names.append(f"{task}@v{version}")
+        if activate:
+            RouteStateRepository(s).bump(basis_id=basis_id)
+    return names
 
 
 def route_table(active: dict[str, int], threshold: float) -> dict[str, Any]:
@@ -175,6 +296,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="base_model_name_or_path to write (default: the upstream id of the version's model)",
     )
     ep.set_defaults(handler=_export)
+    ip = actions.add_parser(
+        "import", help="seed Phase 1 from PEFT LoRA adapter folders: a basis and one version per task"
+    )
+    ip.add_argument(
+        "paths", nargs="+", metavar="PATH", help="PEFT LoRA folders (adapter_config.json + weights)"
+    )
+    ip.add_argument("--task", action="append", help="the task of each PATH, in order (default: folder name)")
+    ip.add_argument("--threshold", type=float, help="explained-variance threshold (default: share setting)")
+    ip.add_argument(
+        "--activate", action="store_true", help="serve the imported versions now (default: candidates only)"
+    )
+    ip.set_defaults(handler=_import)
     tp = actions.add_parser("routes", help="the route table (rustc code/pattern → TASK@vN) as JSON")
     tp.add_argument("--out", metavar="FILE", help="write here instead of stdout")
     tp.set_defaults(handler=_routes)

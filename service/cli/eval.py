@@ -23,6 +23,7 @@ from agent.metrics import by_family, format_family_table, regressions
 from agent.prompt import prompt_hash
 from service.cli import CliError
 from service.cli.fix import build_loop, build_sandbox, load_runtime
+from service.cli.progress import bar
 from service.settings import get_settings
 
 ALL_STRATEGIES = ["base", "loop", "loop-suggest", "loop-hints", "rustfix"]
@@ -289,11 +290,13 @@ def run_eval(args: argparse.Namespace) -> int:
         todo = [p for p in problems if p.id not in done_ids]
         wall = float(previous.get("wall_seconds", 0.0)) if args.resume else 0.0
         replayed = int(previous.get("replayed_generations", 0)) if args.resume else 0
+        progress = bar(len(todo), f"eval {name}", unit="koan")
         for start in range(0, len(todo), args.chunk):
             chunk = todo[start : start + args.chunk]
             t0 = time.monotonic()
             hits_before = replies.hits
             records += loop.run(chunk, strategy)
+            progress.update(len(chunk))
             wall += time.monotonic() - t0
             replayed += replies.hits - hits_before
             complete = start + args.chunk >= len(todo)
@@ -304,6 +307,7 @@ def run_eval(args: argparse.Namespace) -> int:
             report["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
             _write(out, report)
             print(f"[{name}] {len(records)}/{len(problems)} koans done, {wall:.0f} s", flush=True)
+        progress.close()
         if not todo:
             report["strategies"][name] = _strategy_report(strategy, records, wall, True)
             report["strategies"][name]["replayed_generations"] = replayed

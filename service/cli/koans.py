@@ -11,6 +11,7 @@ from agent.koans import SPLITS, Koan, KoanFormatError, load_koans
 from agent.validation import family_rows, rustfix_baseline, validate_koans
 from service.cli import CliError
 from service.cli.check import build_sandbox
+from service.cli.progress import bar
 from service.settings import get_settings
 
 
@@ -89,7 +90,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     koans = _load(args, args.family)
     if not koans:
         raise CliError("no koans to validate")
-    report = validate_koans(build_sandbox(get_settings()), koans, stub_check=not args.no_stub_check)
+    with bar(len(koans), "koans validate", unit="koan") as progress:
+        report = validate_koans(
+            build_sandbox(get_settings()),
+            koans,
+            stub_check=not args.no_stub_check,
+            on_done=lambda _check: progress.update(1),
+        )
     if args.json:
         print(json.dumps(report.to_dict()))
         return 0 if report.ok else 1
@@ -129,17 +136,26 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from agent.dataset import build_dataset, write_jsonl
+    from agent.dataset import FamilyReport, build_dataset, write_jsonl
+    from agent.generators import registry
 
     evals = _load(args, None, "eval")
-    examples, reports = build_dataset(
-        build_sandbox(get_settings()),
-        evals,
-        per_family=args.per_family,
-        seed=args.seed,
-        families=[args.family] if args.family else None,
-        verify=not args.no_verify,
-    )
+    families = [args.family] if args.family else sorted(registry())
+    with bar(len(families), "koans generate", unit="family") as progress:
+
+        def done(report: FamilyReport) -> None:
+            progress.set_postfix_str(report.family, refresh=False)
+            progress.update(1)
+
+        examples, reports = build_dataset(
+            build_sandbox(get_settings()),
+            evals,
+            per_family=args.per_family,
+            seed=args.seed,
+            families=families,
+            verify=not args.no_verify,
+            on_family=done,
+        )
     if args.out:
         write_jsonl(args.out, examples)
     summary = [

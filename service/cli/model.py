@@ -59,6 +59,7 @@ def _pull(args: argparse.Namespace) -> int:
             dtype=getattr(torch, args.dtype),
             log=log,
             find_links=args.find_links,
+            progress=True,  # shown only when stderr is a terminal
         )
     except ProvisionError as exc:
         raise CliError(str(exc)) from exc

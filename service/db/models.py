@@ -3,6 +3,7 @@ row per task lost exactly the data the night job learns from."""
 
 from __future__ import annotations
 
+import builtins
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -14,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -123,7 +125,12 @@ class AdapterVersion(Base):
     task: Mapped[str] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))  # candidate | active | rejected | retired
-    path: Mapped[str] = mapped_column(Text)  # coefficient artifact (safetensors)
+    path: Mapped[str] = mapped_column(Text)  # coefficient artifact (safetensors) of the host that wrote it
+    #: The artifact's bytes and their sha256, so any replica can load it (the path is a local cache only);
+    #: NULL for rows written before 0003, which load from ``path``.
+    #: (``builtins.bytes``: the class's own ``bytes`` column shadows the type in here.)
+    artifact: Mapped[builtins.bytes | None] = mapped_column(LargeBinary, deferred=True)
+    sha256: Mapped[str | None] = mapped_column(String(64))
     basis_id: Mapped[str] = mapped_column(String(64))
     base_model_id: Mapped[str] = mapped_column(String(256))
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
@@ -142,6 +149,8 @@ class Basis(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     path: Mapped[str] = mapped_column(Text)
+    artifact: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)  # as AdapterVersion's
+    sha256: Mapped[str | None] = mapped_column(String(64))
     base_model_id: Mapped[str] = mapped_column(String(256))
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -159,7 +168,8 @@ class RouteState(Base):
 
 
 class Lease(Base):
-    """A named lease (e.g. the night lock) for SQLite; PostgreSQL uses advisory locks instead."""
+    """A named lease: the night lock on SQLite (PostgreSQL uses an advisory lock for it), and on every
+    database the scheduler leader's lease (``service.leader``, row ``scheduler``)."""
 
     __tablename__ = "leases"
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from agent.episodes import ProblemRecord
 from agent.sandbox import pid_alive
+from service.db.artifacts import artifact_fields
 from service.db.models import (
     AdapterVersion,
     Attempt,
@@ -253,6 +254,9 @@ class AdapterRepository:
         return (current or 0) + 1
 
     def add(self, **fields: Any) -> AdapterVersion:
+        """A version row; its artifact file's bytes and sha256 go into the row, for every replica."""
+        if "artifact" not in fields:
+            fields.update(artifact_fields(fields.get("path")))
         row = AdapterVersion(**fields)
         self.s.add(row)
         self.s.flush()
@@ -286,6 +290,11 @@ class AdapterRepository:
             .where(AdapterVersion.task == row.task, AdapterVersion.status == "active")
             .values(status="retired")
         )
+        if (
+            row.sha256 is None
+        ):  # a row added without its bytes: store them now, or no other replica can load it
+            for key, value in artifact_fields(row.path).items():
+                setattr(row, key, value)
         row.status = "active"
         row.promoted_at = _now()
         RouteStateRepository(self.s).bump()
@@ -327,7 +336,7 @@ class BasisRepository:
         self.s = session
 
     def add(self, basis_id: str, path: str, base_model_id: str, meta: dict[str, Any]) -> Basis:
-        row = Basis(id=basis_id, path=path, base_model_id=base_model_id, meta=meta)
+        row = Basis(id=basis_id, path=path, base_model_id=base_model_id, meta=meta, **artifact_fields(path))
         self.s.add(row)
         self.s.flush()
         return row

@@ -13,6 +13,7 @@ from typing import Any
 from agent.generators import registry
 from router import TaskRouter
 from service.cli import CliError
+from service.cli.progress import bar, write
 from service.compose import load_runtime, make_sandbox
 from service.db import migrate
 from service.db.repositories import ExperimentRepository
@@ -65,27 +66,12 @@ def run(args: argparse.Namespace, root: Path) -> int:
         raise CliError(str(exc)) from exc
     migrate.upgrade(settings.db_url)  # like the daemon: Alembic to head, so the experiment_runs table exists
     db = Database(settings.db_url)
-    for stage in stages:
-        with db.session() as s:
-            run_id = ExperimentRepository(s).start(stage, args.name, {"stage": stage, **vars(config)}).id
-        started = time.monotonic()
-        try:
-            result = experiment.run(stage)
-        except KeyboardInterrupt:
-            with db.session() as s:
-                ExperimentRepository(s).fail(run_id, "interrupted", status="interrupted")
-            raise
-        except Exception as exc:
-            with db.session() as s:
-                ExperimentRepository(s).fail(run_id, f"{type(exc).__name__}: {exc}")
-            raise
-        with db.session() as s:
-            ExperimentRepository(s).finish(run_id, headline(stage, result), time.monotonic() - started)
-        print(
-            f"== {stage} done in {time.monotonic() - started:.0f} s → {experiment.result_path(stage)}",
-            flush=True,
-        )
-        print(json.dumps(headline(stage, result), indent=1), flush=True)
+    with bar(len(stages), "experiment run", unit="stage") as progress:
+        experiment.progress = write  # messages above the bar (plain prints when it is hidden)
+        for stage in stages:
+            progress.set_postfix_str(stage)
+            _run_stage(experiment, db, stage, args.name, config)
+            progress.update(1)
     return 0
 
 
@@ -108,3 +94,24 @@ def headline(stage: str, result: dict[str, Any]) -> dict[str, Any]:
             if isinstance(v, dict)
         }
     return out
+
+
+def _run_stage(experiment: Any, db: Database, stage: str, name: str, config: Any) -> None:
+    """One stage, recorded in ``experiment_runs`` (failed/interrupted rows say why)."""
+    with db.session() as s:
+        run_id = ExperimentRepository(s).start(stage, name, {"stage": stage, **vars(config)}).id
+    started = time.monotonic()
+    try:
+        result = experiment.run(stage)
+    except KeyboardInterrupt:
+        with db.session() as s:
+            ExperimentRepository(s).fail(run_id, "interrupted", status="interrupted")
+        raise
+    except Exception as exc:
+        with db.session() as s:
+            ExperimentRepository(s).fail(run_id, f"{type(exc).__name__}: {exc}")
+        raise
+    with db.session() as s:
+        ExperimentRepository(s).finish(run_id, headline(stage, result), time.monotonic() - started)
+    write(f"== {stage} done in {time.monotonic() - started:.0f} s → {experiment.result_path(stage)}")
+    write(json.dumps(headline(stage, result), indent=1))
