@@ -158,6 +158,17 @@ def test_eval_base_with_the_tiny_model_across_formats(
     assert len(families) == 2  # --limit takes koans across families in turn
 
 
+@pytest.mark.slow
+def test_eval_runs_best_of_n_with_the_tiny_model(settings_env: Path) -> None:
+    """The verifier-guided strategies are selectable from the CLI; best-of-4 samples 4 rows in its 2nd round."""
+    out = settings_env / "results.json"
+    argv = ["eval", "--strategy", "best-of-4", "--limit", "1", "--max-new-tokens", "8", "--out", str(out)]
+    assert main(argv) == 0
+    (record,) = json.loads(out.read_text())["strategies"]["best-of-4"]["records"]
+    model = [a for a in record["attempts"] if a["strategy"] != "suggestions"]
+    assert model, record["attempts"]
+
+
 def test_eval_rejects_unknown_families(settings_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", "--strategy", "rustfix", "--family", "nonesuch"]) == 2
     assert "unknown family: nonesuch" in capsys.readouterr().err

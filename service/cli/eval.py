@@ -326,9 +326,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--strategy",
         action="append",
-        choices=[*ALL_STRATEGIES, "all"],
+        choices=[*STRATEGIES, "all"],
         default=None,
-        help="repeatable; 'all' = " + ", ".join(ALL_STRATEGIES) + " (default: loop)",
+        help="repeatable (best-of-N: verifier-guided sampling); 'all' = "
+        + ", ".join(ALL_STRATEGIES)
+        + " (default: loop)",
     )
     parser.add_argument("--split", choices=["eval", "train"], default="eval")
     parser.add_argument("--family", action="append", help="only this family (repeatable)")
