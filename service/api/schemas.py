@@ -7,6 +7,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.api.enums import (
+    AdapterStatus,
+    AttemptVerdict,
+    FinalStatus,
+    ProblemOrigin,
+    RunKind,
+    RunStatus,
+    RunTrigger,
+    Verdict,
+)
+
 Mode = Literal["lib", "bin", "test"]
 Edition = Literal["2015", "2018", "2021", "2024"]
 
@@ -60,7 +71,7 @@ class DiagnosticOut(BaseModel):
 
 class CheckResponse(BaseModel):
     ok: bool
-    verdict: str
+    verdict: Verdict
     error_codes: list[str]
     diagnostics: list[DiagnosticOut]
     message: str | None = None
@@ -78,7 +89,7 @@ class RouteOut(BaseModel):
 class AttemptOut(BaseModel):
     attempt: int
     strategy: str
-    verdict: str
+    verdict: AttemptVerdict
     fixed: bool
     error_codes: list[str]
     route: RouteOut
@@ -95,7 +106,7 @@ class FixResponse(BaseModel):
     attempts: list[AttemptOut]
     route: RouteOut
     episode_id: int | None
-    status: str
+    status: FinalStatus
     wall_seconds: float
     steps_to_green: int | None = Field(default=None, description="Attempts used until fixed; null if never.")
     remaining_error_codes: list[str] = Field(default_factory=list, description="Error codes left at the end.")
@@ -103,14 +114,14 @@ class FixResponse(BaseModel):
 
 class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["day", "night"]
+    kind: RunKind
 
 
 class RunOut(BaseModel):
     id: int
-    kind: str
-    status: str
-    trigger: str
+    kind: RunKind
+    status: RunStatus
+    trigger: RunTrigger
     created_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
@@ -126,7 +137,7 @@ class AdapterOut(BaseModel):
     task: str
     version: int
     name: str
-    status: str
+    status: AdapterStatus
     basis_id: str
     base_model_id: str
     gate: dict[str, Any]
@@ -154,7 +165,7 @@ class AttemptDetail(BaseModel):
     error_codes_before: list[str]
     error_codes_after: list[str]
     diff: str
-    verdict: str
+    verdict: AttemptVerdict
     fixed: bool
     prompt_tokens: int
     completion_tokens: int
@@ -166,13 +177,13 @@ class AttemptDetail(BaseModel):
 class EpisodeOut(BaseModel):
     id: int
     run_id: int | None
-    origin: str
+    origin: ProblemOrigin
     problem_ref: str
     family: str | None
     fixed: bool
     verified: bool
     steps_to_green: int | None
-    final_status: str
+    final_status: FinalStatus
     strategy: str
     error_codes: list[str]
     route_task: str | None
@@ -187,11 +198,11 @@ class EpisodeDetail(EpisodeOut):
     attempts: list[AttemptDetail]
 
 
-class Page(BaseModel):
+class EpisodePage(BaseModel):
     total: int
     limit: int
     offset: int
-    items: list[Any]
+    items: list[EpisodeOut]
 
 
 class MetricPointOut(BaseModel):
@@ -200,3 +211,42 @@ class MetricPointOut(BaseModel):
     value: float
     labels: dict[str, Any]
     run_id: int | None
+
+
+class MetricHistory(BaseModel):
+    items: list[MetricPointOut]
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    database: Literal["ok", "unreachable"]
+    model: str = Field(description="'loaded', 'loading', or why the model failed to load.")
+    route_epoch: int
+
+
+class RunCreated(BaseModel):
+    run_id: int
+    status: RunStatus
+    kind: RunKind
+
+
+class RunPage(BaseModel):
+    items: list[RunOut]
+    limit: int
+    offset: int
+
+
+class AdapterList(BaseModel):
+    items: list[AdapterOut]
+    active: dict[str, int] = Field(description="task → its active version")
+    served_epoch: int
+
+
+class RollbackOut(BaseModel):
+    task: str
+    active_version: int | None = Field(description="The task's active version now; null = the base model.")
+    served_epoch: int
