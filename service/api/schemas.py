@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from service.api.enums import (
     AdapterStatus,
@@ -19,6 +19,14 @@ from service.api.enums import (
 )
 
 Mode = Literal["lib", "bin", "test"]
+
+
+def _as_utc(ts: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything stored is UTC, and OpenAPI's date-time needs an offset."""
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 Edition = Literal["2015", "2018", "2021", "2024"]
 
 
@@ -122,9 +130,9 @@ class RunOut(BaseModel):
     kind: RunKind
     status: RunStatus
     trigger: RunTrigger
-    created_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDatetime | None
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     summary: dict[str, Any]
     error: str | None
 
@@ -144,8 +152,8 @@ class AdapterOut(BaseModel):
     reason: str
     params: int
     bytes: int
-    created_at: datetime | None
-    promoted_at: datetime | None
+    created_at: UtcDatetime | None
+    promoted_at: UtcDatetime | None
 
 
 class RollbackRequest(BaseModel):
@@ -189,7 +197,7 @@ class EpisodeOut(BaseModel):
     route_task: str | None
     route_version: int | None
     wall_seconds: float
-    created_at: datetime | None
+    created_at: UtcDatetime | None
 
 
 class EpisodeDetail(EpisodeOut):
@@ -206,7 +214,7 @@ class EpisodePage(BaseModel):
 
 
 class MetricPointOut(BaseModel):
-    ts: datetime | None
+    ts: UtcDatetime | None
     name: str
     value: float
     labels: dict[str, Any]
