@@ -7,16 +7,22 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator
 
+from service.api.schemas import NUL_FREE, no_nul
 from service.app_services import Services
 
 # What every integer column stores on both databases (PostgreSQL INTEGER is the narrower: int32).
 DB_INT_MAX = 2**31 - 1
 DbId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
 DbOffset = Annotated[int, Query(ge=0, le=DB_INT_MAX)]
+#: Free text matched against database columns (a NUL would be a PostgreSQL error, so it is a 422 here).
+TextQuery = Annotated[str | None, Query(json_schema_extra=NUL_FREE), AfterValidator(no_nul)]
+TextPath = Annotated[str, Path(json_schema_extra=NUL_FREE), AfterValidator(no_nul)]
 
 
-def get_services(request: Request) -> Services:
+# Both dependencies are async: cheap, non-blocking, so they run on the event loop, not in the thread pool.
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -27,7 +33,7 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer $DREAMFIX_ADMIN_TOKEN")
 
 
-def require_admin(
+async def require_admin(
     request: Request,
     services: ServicesDep,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],

@@ -36,7 +36,7 @@ STATUS_TEXT = {
     403: "the admin API is disabled, or the token is wrong",
     404: "no such resource",
     409: "conflicts with a run or version already there",
-    413: "request body or code over the size limit",
+    413: "request body over the size limit (or, for fix and check, the code in it)",
     422: "invalid request (the detail lists each field)",
     429: "queue full; see Retry-After",
     500: "internal error, with an incident id",
@@ -50,8 +50,9 @@ _WWW_AUTHENTICATE = {"WWW-Authenticate": {"description": "Bearer", "schema": {"t
 
 def error_responses(*statuses: int, admin: bool = True) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` for the error statuses a route can answer, all ``{"error": ...}`` bodies.
-    Every route may answer 500; admin routes 401 and 403."""
-    codes = sorted({*statuses, 500, *((401, 403) if admin else ())})
+    Every route may answer 413 (``BodyLimitMiddleware`` caps every request's body) and 500; admin routes
+    401 and 403."""
+    codes = sorted({*statuses, 413, 500, *((401, 403) if admin else ())})
     out: dict[int | str, dict[str, Any]] = {}
     for code in codes:
         entry: dict[str, Any] = {"model": ErrorBody, "description": STATUS_TEXT[code]}
@@ -64,9 +65,9 @@ def error_responses(*statuses: int, admin: bool = True) -> dict[int | str, dict[
 
 
 def body_errors(*statuses: int, admin: bool = True) -> dict[int | str, dict[str, Any]]:
-    """``error_responses`` for a route with a JSON body: it may also answer 400 (not JSON), 413 (too big)
-    and 422 (invalid)."""
-    return error_responses(400, 413, 422, *statuses, admin=admin)
+    """``error_responses`` for a route with a JSON body: it may also answer 400 (undecodable) and 422
+    (invalid, or not JSON)."""
+    return error_responses(400, 422, *statuses, admin=admin)
 
 
 async def _on_validation(_: Request, exc: Exception) -> JSONResponse:

@@ -27,6 +27,18 @@ def _as_utc(ts: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+def no_nul(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL: text that reaches the database is refused with a 422 at the edge."""
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain NUL (\\x00) characters")
+    return value
+
+
+#: What OpenAPI says of NUL-free text (the validator gives the clear message).
+NUL_FREE: dict[str, Any] = {"pattern": "^[^\\x00]*$"}
+NulFreeStr = Annotated[str, AfterValidator(no_nul), Field(json_schema_extra=NUL_FREE)]
 Edition = Literal["2015", "2018", "2021", "2024"]
 
 
@@ -38,17 +50,20 @@ class ErrorBody(BaseModel):
 class FixRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    code: str = Field(min_length=1, description="The Rust source to fix (one file).")
+    code: NulFreeStr = Field(min_length=1, description="The Rust source to fix (one file).")
     mode: Mode = "bin"
     edition: Edition = "2021"
-    diagnostics: str | None = Field(
+    diagnostics: NulFreeStr | None = Field(
         default=None,
         description="The client's own compiler output: rendered text or --error-format=json lines. Used to "
         "route, and to fix code the sandbox cannot build (crates or modules it lacks).",
     )
-    tests: str | None = Field(default=None, description="Optional #[test] functions the fix must pass.")
-    max_attempts: int | None = Field(default=None, ge=1, le=8)
-    hints: bool | None = None
+    tests: NulFreeStr | None = Field(
+        default=None, description="Optional #[test] functions the fix must pass."
+    )
+    # strict: JSON types as OpenAPI states them (pydantic's lax mode takes ``true`` for 1, ``1`` for true).
+    max_attempts: int | None = Field(default=None, ge=1, le=8, strict=True)
+    hints: bool | None = Field(default=None, strict=True)
 
 
 class CheckRequest(BaseModel):
@@ -159,7 +174,7 @@ class AdapterOut(BaseModel):
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: int | None = Field(
-        default=None, ge=1, le=2**31 - 1, description="Default: the previously active version."
+        default=None, ge=1, le=2**31 - 1, strict=True, description="Default: the previously active version."
     )
 
 

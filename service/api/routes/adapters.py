@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
-from service.api.deps import AdminServices
+from service.api.deps import AdminServices, TextPath, TextQuery
 from service.api.errors import body_errors, error_responses
 from service.api.schemas import AdapterList, AdapterOut, RollbackOut, RollbackRequest
 from service.db.repositories import AdapterRepository
@@ -32,7 +32,7 @@ def _adapter_out(row: Any) -> AdapterOut:
 
 
 @router.get("", response_model=AdapterList, responses=error_responses(422))
-def list_adapters(services: AdminServices, task: str | None = None) -> AdapterList:
+def list_adapters(services: AdminServices, task: TextQuery = None) -> AdapterList:
     with services.db.session() as s:
         rows = AdapterRepository(s).versions(task)
         return AdapterList(
@@ -43,7 +43,7 @@ def list_adapters(services: AdminServices, task: str | None = None) -> AdapterLi
 
 
 @router.post("/{task}/rollback", response_model=RollbackOut, responses=body_errors(404, 409))
-def rollback(task: str, services: AdminServices, body: RollbackRequest | None = None) -> RollbackOut:
+def rollback(task: TextPath, services: AdminServices, body: RollbackRequest | None = None) -> RollbackOut:
     version = body.version if body else None
     try:
         active = services.rollback(task, version)

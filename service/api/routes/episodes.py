@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
-from service.api.deps import DB_INT_MAX, AdminServices, DbId, DbOffset
+from service.api.deps import DB_INT_MAX, AdminServices, DbId, DbOffset, TextQuery
 from service.api.enums import ProblemOrigin
 from service.api.errors import error_responses
 from service.api.schemas import EpisodeDetail, EpisodeOut, EpisodePage
@@ -19,9 +19,9 @@ router = APIRouter(prefix="/admin/episodes", tags=["admin: episodes"])
 def list_episodes(
     services: AdminServices,
     origin: ProblemOrigin | None = None,
-    family: str | None = None,
+    family: TextQuery = None,
     fixed: bool | None = None,
-    task: str | None = None,
+    task: TextQuery = None,
     run_id: Annotated[int | None, Query(ge=1, le=DB_INT_MAX)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: DbOffset = 0,

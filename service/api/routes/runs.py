@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 
-from service.api.deps import AdminServices, DbId, DbOffset
+from service.api.deps import AdminServices, DbId, DbOffset, TextQuery
 from service.api.enums import RunKind, RunStatus
 from service.api.errors import body_errors, error_responses
 from service.api.schemas import (
@@ -57,7 +57,7 @@ def get_run(run_id: DbId, services: AdminServices) -> RunDetail:
 @router.get("/metrics/history", response_model=MetricHistory, responses=error_responses(422))
 def metrics_history(
     services: AdminServices,
-    name: str | None = None,
+    name: TextQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> MetricHistory:
     with services.db.session() as s:
