@@ -97,7 +97,10 @@ def test_statuses_origins_and_verdicts_are_enums_in_openapi(openapi: dict[str, A
     assert set(schemas["RunTrigger"]["enum"]) == {"schedule", "admin", "cli"}
     assert set(schemas["ProblemOrigin"]["enum"]) == {"client", "koan", "day", "generated"}
     assert set(schemas["Verdict"]["enum"]) == {v.value for v in Verdict}
-    assert set(schemas["AttemptVerdict"]["enum"]) == {v.value for v in Verdict} | {"no_candidate"}
+    assert set(schemas["AttemptVerdict"]["enum"]) == {v.value for v in Verdict} | {
+        "no_candidate",
+        "prompt_too_long",
+    }
     assert "already_ok" in schemas["FinalStatus"]["enum"]
     assert schemas["CheckResponse"]["properties"]["verdict"] == {"$ref": "#/components/schemas/Verdict"}
     runs = next(p for p in openapi["paths"]["/admin/runs"]["get"]["parameters"] if p["name"] == "kind")

@@ -58,8 +58,8 @@ class AdapterStatus(enum.StrEnum):
 
 
 class AttemptVerdict(enum.StrEnum):
-    """An attempt's verdict: the sandbox's (``agent.sandbox.Verdict``), or ``no_candidate`` when the model's
-    reply held no program."""
+    """An attempt's verdict: the sandbox's (``agent.sandbox.Verdict``), ``no_candidate`` when the model's
+    reply held no program, or ``prompt_too_long``."""
 
     OK = "ok"
     COMPILE_ERROR = "compile_error"
@@ -70,6 +70,7 @@ class AttemptVerdict(enum.StrEnum):
     INVALID_INPUT = "invalid_input"
     SANDBOX_ERROR = "sandbox_error"
     NO_CANDIDATE = "no_candidate"
+    PROMPT_TOO_LONG = "prompt_too_long"  # the prompt does not fit the model's context (main's agent.loop)
 
 
 class FinalStatus(enum.StrEnum):
@@ -86,3 +87,4 @@ class FinalStatus(enum.StrEnum):
     OUTPUT_LIMIT = "output_limit"
     INVALID_INPUT = "invalid_input"
     SANDBOX_ERROR = "sandbox_error"
+    PROMPT_TOO_LONG = "prompt_too_long"
