@@ -294,6 +294,7 @@ def fix_response(record: ProblemRecord, episode_id: int | None = None) -> FixRes
     """The one answer to a fix, for ``POST /v1/fix`` and ``dreamfix fix --json``: the record's own route
     (``ProblemRecord.route_task``/``route_version``, also what SQL stores) and its attempts."""
     from agent.loop import unified_diff
+    from service.api.enums import AttemptVerdict, FinalStatus
     from service.api.schemas import AttemptOut, FixResponse, RouteOut
 
     return FixResponse(
@@ -306,7 +307,7 @@ def fix_response(record: ProblemRecord, episode_id: int | None = None) -> FixRes
             AttemptOut(
                 attempt=a.attempt,
                 strategy=a.strategy,
-                verdict=a.verdict,
+                verdict=AttemptVerdict(a.verdict),
                 fixed=a.fixed,
                 error_codes=a.error_codes_after,
                 route=RouteOut(task=a.route_task, version=a.route_version),
@@ -317,7 +318,7 @@ def fix_response(record: ProblemRecord, episode_id: int | None = None) -> FixRes
         ],
         route=RouteOut(task=record.route_task, version=record.route_version),
         episode_id=episode_id,
-        status=record.final_status,
+        status=FinalStatus(record.final_status),
         wall_seconds=round(record.wall_seconds, 3),
         steps_to_green=record.steps_to_green,
         remaining_error_codes=record.attempts[-1].error_codes_after

@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from service.api.enums import (
+    AdapterStatus,
+    AttemptVerdict,
+    FinalStatus,
+    ProblemOrigin,
+    RunKind,
+    RunStatus,
+    RunTrigger,
+    Verdict,
+)
 
 Mode = Literal["lib", "bin", "test"]
+
+
+def _as_utc(ts: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything stored is UTC, and OpenAPI's date-time needs an offset."""
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+def no_nul(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL: text that reaches the database is refused with a 422 at the edge."""
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain NUL (\\x00) characters")
+    return value
+
+
+#: What OpenAPI says of NUL-free text (the validator gives the clear message).
+NUL_FREE: dict[str, Any] = {"pattern": "^[^\\x00]*$"}
+NulFreeStr = Annotated[str, AfterValidator(no_nul), Field(json_schema_extra=NUL_FREE)]
 Edition = Literal["2015", "2018", "2021", "2024"]
 
 
@@ -19,17 +50,20 @@ class ErrorBody(BaseModel):
 class FixRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    code: str = Field(min_length=1, description="The Rust source to fix (one file).")
+    code: NulFreeStr = Field(min_length=1, description="The Rust source to fix (one file).")
     mode: Mode = "bin"
     edition: Edition = "2021"
-    diagnostics: str | None = Field(
+    diagnostics: NulFreeStr | None = Field(
         default=None,
         description="The client's own compiler output: rendered text or --error-format=json lines. Used to "
         "route, and to fix code the sandbox cannot build (crates or modules it lacks).",
     )
-    tests: str | None = Field(default=None, description="Optional #[test] functions the fix must pass.")
-    max_attempts: int | None = Field(default=None, ge=1, le=8)
-    hints: bool | None = None
+    tests: NulFreeStr | None = Field(
+        default=None, description="Optional #[test] functions the fix must pass."
+    )
+    # strict: JSON types as OpenAPI states them (pydantic's lax mode takes ``true`` for 1, ``1`` for true).
+    max_attempts: int | None = Field(default=None, ge=1, le=8, strict=True)
+    hints: bool | None = Field(default=None, strict=True)
 
 
 class CheckRequest(BaseModel):
@@ -60,7 +94,7 @@ class DiagnosticOut(BaseModel):
 
 class CheckResponse(BaseModel):
     ok: bool
-    verdict: str
+    verdict: Verdict
     error_codes: list[str]
     diagnostics: list[DiagnosticOut]
     message: str | None = None
@@ -78,7 +112,7 @@ class RouteOut(BaseModel):
 class AttemptOut(BaseModel):
     attempt: int
     strategy: str
-    verdict: str
+    verdict: AttemptVerdict
     fixed: bool
     error_codes: list[str]
     route: RouteOut
@@ -95,7 +129,7 @@ class FixResponse(BaseModel):
     attempts: list[AttemptOut]
     route: RouteOut
     episode_id: int | None
-    status: str
+    status: FinalStatus
     wall_seconds: float
     steps_to_green: int | None = Field(default=None, description="Attempts used until fixed; null if never.")
     remaining_error_codes: list[str] = Field(default_factory=list, description="Error codes left at the end.")
@@ -103,17 +137,17 @@ class FixResponse(BaseModel):
 
 class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["day", "night"]
+    kind: RunKind
 
 
 class RunOut(BaseModel):
     id: int
-    kind: str
-    status: str
-    trigger: str
-    created_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
+    kind: RunKind
+    status: RunStatus
+    trigger: RunTrigger
+    created_at: UtcDatetime | None
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     summary: dict[str, Any]
     error: str | None
 
@@ -126,21 +160,21 @@ class AdapterOut(BaseModel):
     task: str
     version: int
     name: str
-    status: str
+    status: AdapterStatus
     basis_id: str
     base_model_id: str
     gate: dict[str, Any]
     reason: str
     params: int
     bytes: int
-    created_at: datetime | None
-    promoted_at: datetime | None
+    created_at: UtcDatetime | None
+    promoted_at: UtcDatetime | None
 
 
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: int | None = Field(
-        default=None, ge=1, le=2**31 - 1, description="Default: the previously active version."
+        default=None, ge=1, le=2**31 - 1, strict=True, description="Default: the previously active version."
     )
 
 
@@ -154,7 +188,7 @@ class AttemptDetail(BaseModel):
     error_codes_before: list[str]
     error_codes_after: list[str]
     diff: str
-    verdict: str
+    verdict: AttemptVerdict
     fixed: bool
     prompt_tokens: int
     completion_tokens: int
@@ -166,19 +200,19 @@ class AttemptDetail(BaseModel):
 class EpisodeOut(BaseModel):
     id: int
     run_id: int | None
-    origin: str
+    origin: ProblemOrigin
     problem_ref: str
     family: str | None
     fixed: bool
     verified: bool
     steps_to_green: int | None
-    final_status: str
+    final_status: FinalStatus
     strategy: str
     error_codes: list[str]
     route_task: str | None
     route_version: int | None
     wall_seconds: float
-    created_at: datetime | None
+    created_at: UtcDatetime | None
 
 
 class EpisodeDetail(EpisodeOut):
@@ -187,16 +221,55 @@ class EpisodeDetail(EpisodeOut):
     attempts: list[AttemptDetail]
 
 
-class Page(BaseModel):
+class EpisodePage(BaseModel):
     total: int
     limit: int
     offset: int
-    items: list[Any]
+    items: list[EpisodeOut]
 
 
 class MetricPointOut(BaseModel):
-    ts: datetime | None
+    ts: UtcDatetime | None
     name: str
     value: float
     labels: dict[str, Any]
     run_id: int | None
+
+
+class MetricHistory(BaseModel):
+    items: list[MetricPointOut]
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    database: Literal["ok", "unreachable"]
+    model: str = Field(description="'loaded', 'loading', or why the model failed to load.")
+    route_epoch: int
+
+
+class RunCreated(BaseModel):
+    run_id: int
+    status: RunStatus
+    kind: RunKind
+
+
+class RunPage(BaseModel):
+    items: list[RunOut]
+    limit: int
+    offset: int
+
+
+class AdapterList(BaseModel):
+    items: list[AdapterOut]
+    active: dict[str, int] = Field(description="task → its active version")
+    served_epoch: int
+
+
+class RollbackOut(BaseModel):
+    task: str
+    active_version: int | None = Field(description="The task's active version now; null = the base model.")
+    served_epoch: int

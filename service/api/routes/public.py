@@ -1,0 +1,119 @@
+"""The public API: ``POST /v1/check`` (the sandboxed rustc) and ``POST /v1/fix`` (the fix loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from service.api.deps import ServicesDep
+from service.api.errors import ServiceUnavailable, body_errors, error_response
+from service.api.schemas import CheckRequest, CheckResponse, FixRequest, FixResponse
+from service.app_services import Services
+from service.workqueue import DeadlineExceeded
+
+router = APIRouter(tags=["public"])
+
+
+def _check_code_size(services: Services, code: str) -> None:
+    limit = services.settings.limits.max_code_bytes
+    size = len(code.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise HTTPException(413, f"code is {size} bytes; the limit is {limit}")
+
+
+async def _in_check_lane(services: Services, fn: Callable[[], Any], deadline: float) -> Any:
+    """Run ``fn`` in the check lane (bounded: 429 when full) within ``deadline``, waiting included."""
+    lane = services.check_queue
+    if lane is None:
+        return await run_in_threadpool(fn)
+    future = lane.submit(fn, deadline=deadline)
+    try:
+        return await asyncio.wait_for(
+            asyncio.wrap_future(future), timeout=max(0.0, deadline - time.monotonic())
+        )
+    except (TimeoutError, DeadlineExceeded):
+        future.cancel()
+        limit = services.settings.limits.check_timeout_s
+        raise HTTPException(
+            504, f"the check took longer than its {limit:g}s limit (waiting included)"
+        ) from None
+
+
+@router.post("/v1/check", response_model=CheckResponse, responses=body_errors(429, 504, admin=False))
+async def check(body: CheckRequest, services: ServicesDep) -> dict[str, Any]:
+    _check_code_size(services, body.code)
+    deadline = time.monotonic() + services.settings.limits.check_timeout_s
+    result: dict[str, Any] = await _in_check_lane(services, lambda: services.serving.check(body), deadline)
+    return result
+
+
+@router.post("/v1/fix", response_model=FixResponse, responses=body_errors(429, 503, 504, admin=False))
+async def fix(body: FixRequest, request: Request, services: ServicesDep) -> Any:
+    limits = services.settings.limits
+    _check_code_size(services, body.code)
+    if body.diagnostics and len(body.diagnostics) > limits.max_code_bytes:
+        raise HTTPException(413, "diagnostics text over the size limit")
+    serving = services.serving
+    if not serving.model_ready:
+        raise ServiceUnavailable(serving.model_error or "the model is still loading")
+    deadline = time.monotonic() + limits.request_timeout_s
+    # The fast lane: what the check and rustc's suggestions settle never waits behind model work.
+    fast_deadline = min(deadline, time.monotonic() + limits.check_timeout_s)
+    quick = await _in_check_lane(services, lambda: serving.fix_without_model(body), fast_deadline)
+    if quick is not None:
+        services.metrics.observe_fix(quick["fixed"], quick["verified"])
+        return quick
+    result = await _run_model_job(services, body, request, deadline)
+    if isinstance(result, JSONResponse):
+        return result
+    if not result["fixed"] and time.monotonic() >= deadline:
+        return _timed_out(services, result["attempts"], result.get("episode_id"))
+    services.metrics.observe_fix(result["fixed"], result["verified"])
+    return result
+
+
+def _timed_out(services: Services, attempts: list[Any], episode_id: int | None = None) -> JSONResponse:
+    limit = services.settings.limits.request_timeout_s
+    detail = {"attempts": jsonable_encoder(attempts), "episode_id": episode_id}
+    return error_response(504, f"the fix took longer than the request time limit ({limit:g}s)", detail)
+
+
+async def _run_model_job(
+    services: Services, body: FixRequest, request: Request, deadline: float
+) -> dict[str, Any] | JSONResponse:
+    """Queue the model job with the request's deadline; stop it when the client goes away."""
+    gone = threading.Event()
+    future = services.queue.submit(
+        lambda: services.serving.fix(body, deadline=deadline, should_stop=gone.is_set), deadline=deadline
+    )
+    services.metrics.queue_depth.set(services.queue.depth)
+    waiter = asyncio.wrap_future(future)
+    # The job stops itself at the deadline and answers with its attempts; the grace covers a last check.
+    grace = min(5.0, services.settings.limits.request_timeout_s / 4)
+    try:
+        while True:
+            done, _ = await asyncio.wait({waiter}, timeout=0.2)
+            if done:
+                break
+            if await request.is_disconnected():
+                gone.set()
+                future.cancel()
+                return error_response(499, "the client closed the connection")
+            if time.monotonic() >= deadline + grace:
+                gone.set()
+                future.cancel()
+                return _timed_out(services, [])
+    finally:
+        services.metrics.queue_depth.set(services.queue.depth)
+    try:
+        return waiter.result()
+    except DeadlineExceeded:
+        return _timed_out(services, [])
