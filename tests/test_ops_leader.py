@@ -165,6 +165,9 @@ def test_two_replica_processes_on_postgres_elect_one_leader_and_fail_over_after_
         time.sleep(ttl)  # several heartbeats: the leadership is stable, and still exactly one
         assert _holder(db) == holder
         assert [_leader_gauge(p) for p in ports] == [1.0 if i == leader else 0.0 for i in range(2)]
+        ready = [httpx.get(f"http://127.0.0.1:{p}/readyz", timeout=10).json() for p in ports]
+        assert [r["scheduler"] for r in ready] == ["leader" if i == leader else "follower" for i in range(2)]
+        assert {r["scheduler_holder"] for r in ready} == {holder}
         os.killpg(procs[leader].pid, signal.SIGKILL)  # no clean shutdown: the lease is NOT handed back
         procs[leader].wait(timeout=30)
         killed_at = time.monotonic()

@@ -249,6 +249,10 @@ class ReadyOut(BaseModel):
     database: Literal["ok", "unreachable"]
     model: str = Field(description="'loaded', 'loading', or why the model failed to load.")
     route_epoch: int
+    scheduler: Literal["leader", "follower", "stopped", "disabled"] = Field(
+        description="Whether this replica runs the scheduled jobs (one leader per database: docs/service.md)."
+    )
+    scheduler_holder: str | None = Field(description="host:pid of the replica holding the scheduler lease.")
 
 
 class RunCreated(BaseModel):

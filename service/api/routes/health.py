@@ -36,11 +36,14 @@ async def healthz() -> HealthOut:
 async def readyz(services: ServicesDep) -> JSONResponse:
     db_ok = await run_in_threadpool(services.db.ping)
     serving = services.serving
+    lead = services.leadership()
     body = ReadyOut(
         ready=db_ok and serving.model_ready,
         database="ok" if db_ok else "unreachable",
         model="loaded" if serving.model_ready else (serving.model_error or "loading"),
         route_epoch=serving.epoch,
+        scheduler=lead["scheduler"],
+        scheduler_holder=lead["holder"],
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
