@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -173,7 +173,7 @@ class Services:
             self.metrics.active_version.labels(task).set(0)
         return active
 
-    def leadership(self) -> dict[str, object]:
+    def leadership(self) -> dict[str, Any]:
         """For /readyz: ``{"scheduler": "leader" | "follower" | "disabled", "holder": "host:pid" | None}``."""
         if self.scheduler is None:
             return {"scheduler": "disabled", "holder": None}
