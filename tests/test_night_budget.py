@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from service.db.repositories import RunRepository
 from service.db.session import Database
 from service.jobs import RunContext
 from service.night_progress import NightProgress
+from service.settings import Settings
 from tests.helpers import make_settings
 
 
@@ -80,13 +82,10 @@ def test_progress_is_written_into_the_run_row_and_moves(tmp_path: Path, tiny_mod
         progress.stage("lunch", 1)
 
 
-def test_a_night_reports_progress_peak_rss_and_stays_within_a_generous_budget(
-    tmp_path: Path, tiny_model_dir: Path
-) -> None:
-    settings = make_settings(tmp_path, tiny_model_dir)
+def _succeeded_night(settings: Settings) -> tuple[dict[str, Any], str]:
+    """One night through the job runner on a small eval and gate pool; its run's summary and log."""
     settings.night.eval_limit = 2
     settings.night.gate_pool = 3
-    settings.night.progress_every_items = 1
     services = Services.build(settings)
     run_id = services.jobs.run_now("night")
     with services.db.session() as s:
@@ -94,6 +93,15 @@ def test_a_night_reports_progress_peak_rss_and_stays_within_a_generous_budget(
         assert run is not None and run.status == "succeeded", run and run.error
         summary, log = run.summary, run.log
     services.stop()
+    return summary, log
+
+
+def test_a_night_reports_progress_peak_rss_and_stays_within_a_generous_budget(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    settings = make_settings(tmp_path, tiny_model_dir)
+    settings.night.progress_every_items = 1
+    summary, log = _succeeded_night(settings)
     assert summary["budget"] == {"wall_s": 4 * 3600.0, "status": "within budget", "stopped_early": []}
     assert summary["progress"]["stage"] == "done" and summary["peak_rss_mb"] > 50
     for stage in ("baseline", "train"):
@@ -112,18 +120,10 @@ def test_a_tiny_budget_ends_sampling_and_training_early_and_says_so(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     settings = make_settings(tmp_path, tiny_model_dir)
-    settings.night.eval_limit = 2
-    settings.night.gate_pool = 3
     settings.night.self_samples = 2
     settings.night.seed_steps = 5
     settings.night.wall_budget_s = 0.001
-    services = Services.build(settings)
-    run_id = services.jobs.run_now("night")
-    with services.db.session() as s:
-        run = RunRepository(s).get(run_id)
-        assert run is not None and run.status == "succeeded", run and run.error
-        summary, log = run.summary, run.log
-    services.stop()
+    summary, log = _succeeded_night(settings)
     budget = summary["budget"]
     assert budget["status"].startswith("stopped early (wall budget): data self-data sampling")
     stages = [e["stage"] for e in budget["stopped_early"]]
