@@ -79,3 +79,12 @@ if __name__ == "__main__":  # developer helper: python -m service.db.migrate rev
     else:
         print("usage: python -m service.db.migrate revision -m MESSAGE", file=sys.stderr)
         sys.exit(2)
+
+
+def head() -> str:
+    """The newest revision of the migrations this package ships (what ``upgrade`` reaches)."""
+    from alembic.script import ScriptDirectory
+
+    revision = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert revision is not None, f"no migrations in {MIGRATIONS_DIR}"
+    return revision
