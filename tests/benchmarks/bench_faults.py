@@ -14,8 +14,8 @@
 
     python tests/benchmarks/bench_faults.py --clients 8 --seconds 20 --flood 16 --probes 200
 
-Not a test: it prints figures. Tiny settings (--clients 2 --seconds 3 --flood 4 --probes 20) take about a
-minute (the kill -9 part starts four daemons).
+Not a test: it prints figures. Tiny settings (--clients 2 --seconds 3 --flood 4 --probes 20) take a
+few minutes on a loaded box (the kill -9 part starts four daemons).
 """
 
 from __future__ import annotations
@@ -218,7 +218,8 @@ def kill_mid_run(env: dict[str, str], log: Path, queued: bool) -> dict[str, Any]
         with httpx.Client(base_url=url, timeout=30) as c:
             wait_for("/readyz", 180, proc, log, lambda: c.get("/readyz").status_code == 200)
             night = c.post("/admin/runs", json={"kind": "night"}, headers=AUTH).json()["run_id"]
-            wait_for("the night to train", 300, proc, log, lambda: "LoRA seed" in run_status(c, night)["log"])
+            # Killed as soon as it is running (the night's own steps take minutes on a loaded box).
+            wait_for("the night to run", 300, proc, log, lambda: run_status(c, night)["status"] == "running")
             killed = {"night": run_status(c, night)["status"]}
             if queued:
                 day = c.post("/admin/runs", json={"kind": "day"}, headers=AUTH).json()["run_id"]
@@ -256,19 +257,15 @@ def restart_and_night(env: dict[str, str], log: Path, work_root: Path) -> dict[s
             )
             out["running_after_s"] = round(time.monotonic() - started, 2)
             out["new_night_first_status"] = state["status"]
-            done = wait_for(
-                "the night to end",
-                300,
-                proc,
-                log,
-                lambda: run_status(c, night)["status"] in ("succeeded", "failed") and run_status(c, night),
-            )
-            out["new_night_final"] = (
-                done["status"] if not done.get("error") else f"{done['status']}: {done['error']}"
-            )
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=120)
+        os.killpg(proc.pid, signal.SIGTERM)  # a clean shutdown: the running night's lease is released
+        try:
+            proc.wait(timeout=90)
+            out["clean_exit_rc"] = proc.returncode
+        except subprocess.TimeoutExpired:
+            out["clean_exit_rc"] = "no exit 90 s after SIGTERM; killed"
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
     time.sleep(0.5)
     out["leftover_sandbox_dirs"] = len(list(work_root.glob("dreamfix-sbx-*")))
     return out
@@ -309,11 +306,13 @@ def print_report(args: argparse.Namespace, report: dict[str, Any]) -> None:
     )
     for name in ("kill9_night", "kill9_queued"):
         k = report.get(name)
-        if k:
+        if k and "error" in k:
+            print(f"{name}: FAILED: {k['error']}")
+        elif k:
             print(
                 f"{name}: killed while {k['killed_while']}; new daemon: night accepted after "
                 f"{k['accepted_after_s']}s, {k['new_night_first_status']} after {k['running_after_s']}s, "
-                f"ended {k['new_night_final']}; leftover dreamfix-sbx-* dirs after clean shutdown "
+                f"exit after SIGTERM: {k['clean_exit_rc']}; leftover dreamfix-sbx-* dirs after clean shutdown "
                 f"{k['leftover_sandbox_dirs']}"
             )
     print(f"load average after: {report['loadavg_after']}")
@@ -378,8 +377,11 @@ def main() -> int:
     model_dir = Path(args.model) if args.model else save_tiny_model(tmp / "model")
     load_storm(args, tmp, model_dir, report)
     if not args.no_kill9:
-        report["kill9_night"] = kill9(tmp, model_dir, queued=False)
-        report["kill9_queued"] = kill9(tmp, model_dir, queued=True)
+        for name, queued in (("kill9_night", False), ("kill9_queued", True)):
+            try:
+                report[name] = kill9(tmp, model_dir, queued)
+            except RuntimeError as exc:  # a daemon that died or stalled: reported, and the run goes on
+                report[name] = {"error": str(exc)[:300]}
     report["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     print_report(args, report)
     if args.json:
