@@ -78,7 +78,10 @@ class Services:
             db=db,
             serving=serving,
             queue=WorkQueue(
-                settings.limits.queue_size, max(settings.limits.workers, settings.limits.model_workers), "fix"
+                settings.limits.queue_size,
+                max(settings.limits.workers, settings.limits.model_workers),
+                "fix",
+                count_own_time=True,  # accepted = can finish before its deadline (issue 17's 0 × 504)
             ),
             jobs=jobs,
             metrics=ServiceMetrics(model=settings.model),

@@ -44,7 +44,11 @@ class WorkQueue:
         name: str = "work",
         retry_cap_s: int = RETRY_AFTER_CAP_S,
         initial_job_s: float = 5.0,
+        count_own_time: bool = False,
     ) -> None:
+        #: Admission counts the job's own expected time (the measured mean) as well as the wait ahead: for
+        #: queues whose jobs cost about the same (model fixes); a lane of very uneven jobs (checks) leaves it off.
+        self.count_own_time = count_own_time
         self.capacity = capacity
         self.workers = max(1, workers)
         self.retry_cap_s = max(1, retry_cap_s)
@@ -85,13 +89,21 @@ class WorkQueue:
         return max(1, min(self.retry_cap_s, math.ceil(self.estimated_wait_s())))
 
     def submit(self, fn: Callable[[], Any], deadline: float | None = None) -> Future[Any]:
-        """Queue ``fn``. ``deadline`` (a ``time.monotonic()`` instant): refused when the wait alone would
-        pass it (measured mean only), dropped unrun if a worker reaches it too late."""
+        """Queue ``fn``. ``deadline`` (a ``time.monotonic()`` instant): refused when the wait ahead (and, with
+        ``count_own_time``, the job's own expected time) would pass it — measured means only, nothing is refused
+        before one job was measured — so an accepted job is one that can finish in time; dropped unrun if a
+        worker reaches it too late."""
         ahead = self.depth
-        measured = self._ewma_s is not None
-        if deadline is not None and ahead > 0 and measured:
-            wait = self.estimated_wait_s(ahead)
-            if time.monotonic() + wait >= deadline:
+        if deadline is not None and self._ewma_s is not None:
+            left = deadline - time.monotonic()
+            own = self.seconds_per_job if self.count_own_time else 0.0
+            if self.count_own_time and own >= left:
+                raise QueueFull(
+                    self.retry_after(),
+                    f"one job takes about {self.seconds_per_job:.0f} s here, more than the request's deadline "
+                    f"leaves ({max(0.0, left):.0f} s): ask with a longer timeout",
+                )
+            if ahead > 0 and self.estimated_wait_s(ahead) + own >= left:
                 raise QueueFull(self.retry_after(), "the queue ahead would outlast the request's deadline")
         fut: Future[Any] = Future()
         with self._lock:

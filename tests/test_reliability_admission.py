@@ -68,6 +68,20 @@ def test_retry_after_is_measured_and_capped() -> None:
         q.shutdown()
 
 
+def test_an_idle_queue_refuses_a_job_that_cannot_finish_before_its_deadline() -> None:
+    """Accepted means it can finish in time: with nothing ahead, the job's own measured time still counts."""
+    q = WorkQueue(capacity=4, workers=1, name="t", initial_job_s=0.01, count_own_time=True)
+    try:
+        q.submit(lambda: time.sleep(0.5)).result()  # the measured mean is now ~0.5 s
+        assert q.depth == 0
+        with pytest.raises(QueueFull) as refused:
+            q.submit(lambda: None, deadline=time.monotonic() + 0.2)
+        assert "longer timeout" in str(refused.value)
+        assert q.submit(lambda: "fits", deadline=time.monotonic() + 5).result(timeout=10) == "fits"
+    finally:
+        q.shutdown()
+
+
 def test_a_job_whose_deadline_passed_in_the_queue_never_runs() -> None:
     q = WorkQueue(capacity=4, workers=1, name="t")
     release = _block(q)
