@@ -69,6 +69,29 @@ def make_settings(tmp: Path, model_dir: Path, **overrides: Any) -> Settings:
     return Settings(**base)
 
 
+def short_night_env(data_dir: Path, model_dir: Path, admin_token: str, seed_steps: int) -> dict[str, str]:
+    """Environment settings of a `python -m service serve` subprocess whose night is small and quick (one task,
+    a few eval/gate/test problems, one short model attempt); the scheduler is off. ``seed_steps`` sets how long
+    the night trains (long enough to be killed in the middle, where a test wants that)."""
+    return {
+        "DREAMFIX_DATA_DIR": str(data_dir),
+        "DREAMFIX_MODEL": str(model_dir),
+        "DREAMFIX_ADMIN_TOKEN": admin_token,
+        "DREAMFIX_SCHEDULER__ENABLED": "false",
+        "DREAMFIX_NIGHT__TASKS": '["moves"]',
+        "DREAMFIX_NIGHT__SEED_STEPS": str(seed_steps),
+        "DREAMFIX_NIGHT__GENERATED_EXAMPLES": "0",
+        "DREAMFIX_NIGHT__MIN_EXAMPLES_PER_TASK": "2",
+        "DREAMFIX_NIGHT__HEARTBEAT_S": "1",
+        "DREAMFIX_NIGHT__EVAL_LIMIT": "6",
+        "DREAMFIX_NIGHT__GATE_POOL": "4",
+        "DREAMFIX_NIGHT__TEST_POOL": "4",
+        "DREAMFIX_NIGHT__SELF_SAMPLES": "0",
+        "DREAMFIX_AGENT__MAX_NEW_TOKENS": "16",
+        "DREAMFIX_AGENT__MAX_ATTEMPTS": "1",
+    }
+
+
 def wait_ready(client: httpx.Client, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

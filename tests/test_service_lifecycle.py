@@ -19,7 +19,7 @@ from service.app_services import Services
 from service.db.session import Database
 from service.scheduler import DreamScheduler
 from service.settings import SchedulerSettings
-from tests.helpers import AUTH, TOKEN, install_version, make_settings, wait_ready
+from tests.helpers import AUTH, TOKEN, install_version, make_settings, short_night_env, wait_ready
 from tests.live_server import LiveServer, free_port
 
 
@@ -37,24 +37,8 @@ def _serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]
 def test_a_killed_night_is_marked_failed_on_restart_and_promotes_nothing(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    env = {
-        **os.environ,
-        "DREAMFIX_DATA_DIR": str(tmp_path / "data"),
-        "DREAMFIX_MODEL": str(tiny_model_dir),
-        "DREAMFIX_ADMIN_TOKEN": TOKEN,
-        "DREAMFIX_SCHEDULER__ENABLED": "false",
-        "DREAMFIX_NIGHT__TASKS": '["moves"]',
-        "DREAMFIX_NIGHT__SEED_STEPS": "400",  # long enough to be killed in the middle
-        "DREAMFIX_NIGHT__GENERATED_EXAMPLES": "0",
-        "DREAMFIX_NIGHT__MIN_EXAMPLES_PER_TASK": "2",
-        "DREAMFIX_NIGHT__HEARTBEAT_S": "1",
-        "DREAMFIX_NIGHT__EVAL_LIMIT": "6",
-        "DREAMFIX_NIGHT__GATE_POOL": "4",
-        "DREAMFIX_NIGHT__TEST_POOL": "4",
-        "DREAMFIX_NIGHT__SELF_SAMPLES": "0",
-        "DREAMFIX_AGENT__MAX_NEW_TOKENS": "16",
-        "DREAMFIX_AGENT__MAX_ATTEMPTS": "1",
-    }
+    # seed steps: long enough to be killed in the middle
+    env = {**os.environ, **short_night_env(tmp_path / "data", tiny_model_dir, TOKEN, seed_steps=400)}
     port = free_port()
     log = tmp_path / "server.log"
     server = _serve(env, port, log)

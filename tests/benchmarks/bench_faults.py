@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from learner.tiny import save_tiny_model
 from service.api.app import create_app
 from service.app_services import Services
-from tests.helpers import AUTH, TOKEN, make_settings, wait_ready
+from tests.helpers import AUTH, TOKEN, make_settings, short_night_env, wait_ready
 from tests.live_server import LiveServer, free_port
 
 # Nothing rustc suggests fixes this: every request goes to the model queue.
@@ -162,21 +162,7 @@ def daemon_env(data: Path, model_dir: Path, work_root: Path, seed_steps: int) ->
     return {
         **os.environ,
         "TMPDIR": str(work_root),  # the sandbox's work dirs land here, to be counted afterwards
-        "DREAMFIX_DATA_DIR": str(data),
-        "DREAMFIX_MODEL": str(model_dir),
-        "DREAMFIX_ADMIN_TOKEN": TOKEN,
-        "DREAMFIX_SCHEDULER__ENABLED": "false",
-        "DREAMFIX_NIGHT__TASKS": '["moves"]',
-        "DREAMFIX_NIGHT__SEED_STEPS": str(seed_steps),
-        "DREAMFIX_NIGHT__GENERATED_EXAMPLES": "0",
-        "DREAMFIX_NIGHT__MIN_EXAMPLES_PER_TASK": "2",
-        "DREAMFIX_NIGHT__HEARTBEAT_S": "1",
-        "DREAMFIX_NIGHT__EVAL_LIMIT": "6",
-        "DREAMFIX_NIGHT__GATE_POOL": "4",
-        "DREAMFIX_NIGHT__TEST_POOL": "4",
-        "DREAMFIX_NIGHT__SELF_SAMPLES": "0",
-        "DREAMFIX_AGENT__MAX_NEW_TOKENS": "16",
-        "DREAMFIX_AGENT__MAX_ATTEMPTS": "1",
+        **short_night_env(data, model_dir, TOKEN, seed_steps),
     }
 
 
