@@ -385,8 +385,8 @@ def evaluate_problems(
     strategy: Strategy,
     progress: NightProgress | None = None,
 ) -> dict[str, bool]:
-    """problem id → fixed, with the loop main builds today (the one place to swap for issue 14's builder).
-    With ``progress``: in chunks of EVAL_CHUNK problems, each counted as done."""
+    """problem id → fixed, with the serving fix loop (``ServingRuntime.make_loop``: compose.build_fix_loop)
+    over the pinned snapshot. With ``progress``: in chunks of EVAL_CHUNK problems, each counted as done."""
     if not problems:
         return {}
     loop = serving.make_loop(serving.pinned_snapshot())
