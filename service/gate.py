@@ -45,6 +45,16 @@ def sign_test_p(wins: int, losses: int) -> float:
     return min(1.0, tail / 2**n)
 
 
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
+    """The 95% Wilson score interval of k successes in n trials (None for n = 0): how pass rates are reported."""
+    if n == 0:
+        return None
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 @dataclass
 class GateResult:
     promoted: bool

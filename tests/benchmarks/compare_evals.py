@@ -21,17 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from service.gate import sign_test_p  # noqa: E402
-
-
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval of k successes in n trials."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+from service.gate import sign_test_p, wilson_interval  # noqa: E402
 
 
 def two_sided_sign_p(wins: int, losses: int) -> float:
@@ -69,7 +59,7 @@ def main() -> int:
     for name, records in ((name_a, a), (name_b, b)):
         fixed = sum(bool(records[k]["fixed"]) for k in common)
         walls = [own_seconds(records[k]) for k in common]
-        low, high = wilson(fixed, n)
+        low, high = wilson_interval(fixed, n) or (0.0, 1.0)
         rows.append(
             {
                 "name": name,

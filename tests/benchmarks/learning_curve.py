@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import subprocess
 import sys
@@ -42,7 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from service.gate import sign_test_p  # noqa: E402
+from service.gate import sign_test_p, wilson_interval  # noqa: E402
 
 STATE = "learning_curve.state.json"
 RESULTS = "learning_curve.jsonl"
@@ -70,14 +69,10 @@ TINY_SETTINGS: dict[str, Any] = {
 
 
 # ---------------------------------------------------------------------------------------------- stats
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
-    """The 95% Wilson score interval of k successes in n trials (None for n = 0)."""
-    if n == 0:
-        return None
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)
+def wilson(k: int, n: int) -> tuple[float, float] | None:
+    """The 95% Wilson score interval of k successes in n trials, to 4 places (None for n = 0)."""
+    interval = wilson_interval(k, n)
+    return None if interval is None else (round(interval[0], 4), round(interval[1], 4))
 
 
 def compare(base: Mapping[str, bool], current: Mapping[str, bool]) -> dict[str, Any]:
