@@ -4,9 +4,15 @@ Requests beyond the queue's capacity are refused at once (the API turns that int
 of piling up until every client times out. Workers are plain threads: the model and rustc release the GIL.
 
 Admission is honest: the queue measures how long a job takes (an exponentially weighted mean of the jobs it
-ran), and Retry-After is that mean times the jobs ahead per worker, capped. A job whose wait alone would eat
-its deadline is refused up front; a cancelled job leaves the queue (and its depth) at once, and a job whose
-deadline passed while it waited is dropped unrun (``DeadlineExceeded``).
+ran), and Retry-After is that mean times the jobs ahead per worker, capped. A job whose wait (and, with
+``count_own_time``, its own run) would pass its deadline is refused up front. That admission estimate is
+deliberately pessimistic, because an accepted job that then times out is the worst answer (a 504 after the
+client waited): it plays the queue forward worker by worker — each running job finishes after what remains
+of the estimate (at least a quarter of it, since a job past its estimate is late, not done), then each
+waiting job takes the estimate — with a high quantile of the recent job times, not their mean, as the
+estimate (jobs slow down when the machine gets busy; the mean lags behind). A cancelled job leaves the
+queue (and its depth) at once, and a job whose deadline passed while it waited is dropped unrun
+(``DeadlineExceeded``).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import math
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -24,6 +31,13 @@ log = logging.getLogger(__name__)
 
 #: The longest Retry-After the service ever announces.
 RETRY_AFTER_CAP_S = 120
+#: Admission's job-time estimate: this quantile of the last ``_RECENT`` measured jobs (or the mean, if larger).
+ADMIT_QUANTILE = 0.9
+_RECENT = 16
+#: Until this many jobs were measured, a deadline-bound job is admitted only onto an idle worker, never into
+#: the line: one or two jobs (typically a warm-up on an idle machine) say little about the time a job takes
+#: once the machine is busy (bench_faults: 1.5 s idle, 7 s beside a rustc storm).
+COLD_JOBS = 4
 
 
 class QueueFull(Exception):
@@ -59,9 +73,11 @@ class WorkQueue:
         #: Called with the seconds a job waited before a worker took it (the daemon's metrics).
         self.on_wait: Callable[[float], None] | None = None
         self._busy = 0
+        self._started: dict[int, float] = {}  # worker thread id -> when its running job started
         self._lock = threading.Lock()
         self._initial_s = initial_job_s
         self._ewma_s: float | None = None  # measured seconds per job; None until one has run
+        self._recent: deque[float] = deque(maxlen=_RECENT)  # the last measured job times
         self._threads = [
             threading.Thread(target=self._worker, name=f"{name}-{i}", daemon=True)
             for i in range(self.workers)
@@ -85,26 +101,58 @@ class WorkQueue:
         n = self.depth if ahead is None else ahead
         return self.seconds_per_job * n / self.workers
 
+    @property
+    def admission_job_s(self) -> float:
+        """The job time admission plans with: the recent jobs' ``ADMIT_QUANTILE`` quantile, or the mean if
+        larger (the configured guess until a job has run)."""
+        with self._lock:
+            recent = sorted(self._recent)
+        if not recent:
+            return self.seconds_per_job
+        q = recent[min(len(recent) - 1, math.ceil(ADMIT_QUANTILE * len(recent)) - 1)]
+        return max(q, self.seconds_per_job)
+
+    def planned_finish_s(self) -> float:
+        """Seconds from now until a job submitted now would finish, playing the queue forward with
+        ``admission_job_s``: running jobs end after what remains of it (at least a quarter of it), the
+        waiting ones are dealt to the earliest free worker, then this job runs (its own time included)."""
+        est = self.admission_job_s
+        now = time.monotonic()
+        with self._lock:
+            running = list(self._started.values())
+            waiting = len(self._waiting)
+        free = sorted(
+            [max(est - (now - t0), est / 4) for t0 in running] + [0.0] * (self.workers - len(running))
+        )
+        for _ in range(waiting):
+            free[0] += est
+            free.sort()
+        return free[0] + est
+
     def retry_after(self) -> int:
         return max(1, min(self.retry_cap_s, math.ceil(self.estimated_wait_s())))
 
     def submit(self, fn: Callable[[], Any], deadline: float | None = None) -> Future[Any]:
-        """Queue ``fn``. ``deadline`` (a ``time.monotonic()`` instant): refused when the wait ahead (and, with
-        ``count_own_time``, the job's own expected time) would pass it — measured means only, nothing is refused
-        before one job was measured — so an accepted job is one that can finish in time; dropped unrun if a
-        worker reaches it too late."""
-        ahead = self.depth
+        """Queue ``fn``. ``deadline`` (a ``time.monotonic()`` instant): refused when the planned wait (and, with
+        ``count_own_time``, the job's own time: ``planned_finish_s``) would pass it — measured times only,
+        nothing is refused before one job was measured — so an accepted job is one that can finish in time;
+        dropped unrun if a worker reaches it too late."""
         if deadline is not None and self._ewma_s is not None:
             left = deadline - time.monotonic()
-            own = self.seconds_per_job if self.count_own_time else 0.0
-            if self.count_own_time and own >= left:
+            if self.count_own_time and self.admission_job_s >= left:
                 raise QueueFull(
                     self.retry_after(),
-                    f"one job takes about {self.seconds_per_job:.0f} s here, more than the request's deadline "
-                    f"leaves ({max(0.0, left):.0f} s): ask with a longer timeout",
+                    f"one job takes up to about {self.admission_job_s:.0f} s here, more than the request's "
+                    f"deadline leaves ({max(0.0, left):.0f} s): ask with a longer timeout",
                 )
-            if ahead > 0 and self.estimated_wait_s(ahead) + own >= left:
+            wait = self.planned_finish_s() - (0.0 if self.count_own_time else self.admission_job_s)
+            if self.depth > 0 and wait >= left:
                 raise QueueFull(self.retry_after(), "the queue ahead would outlast the request's deadline")
+            if self.count_own_time and self.depth >= self.workers and len(self._recent) < COLD_JOBS:
+                raise QueueFull(
+                    self.retry_after(),
+                    "every worker is busy and too few jobs were measured to promise a time",
+                )
         fut: Future[Any] = Future()
         with self._lock:
             self._waiting.add(fut)
@@ -132,6 +180,7 @@ class WorkQueue:
                 if not fut.set_running_or_notify_cancel():
                     continue  # cancelled while waiting: already out of the depth
                 self._busy += 1
+                self._started[threading.get_ident()] = time.monotonic()
             if self.on_wait is not None:
                 self.on_wait(time.monotonic() - queued_at)
             start = time.monotonic()
@@ -148,9 +197,11 @@ class WorkQueue:
                 took = time.monotonic() - start
                 with self._lock:
                     self._busy -= 1
+                    self._started.pop(threading.get_ident(), None)
                     if ran:
                         prev = self._ewma_s
                         self._ewma_s = took if prev is None else 0.7 * prev + 0.3 * took
+                        self._recent.append(took)
 
     def shutdown(self) -> None:
         for _ in self._threads:

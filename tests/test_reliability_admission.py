@@ -82,6 +82,56 @@ def test_an_idle_queue_refuses_a_job_that_cannot_finish_before_its_deadline() ->
         q.shutdown()
 
 
+def test_admission_plans_with_the_slow_recent_jobs_not_the_lagging_mean() -> None:
+    """Jobs that slow down under load (the bench_faults start burst): the mean of 0.05, 0.05, 0.05, 0.6 s
+    is ~0.25 s, which would admit a job behind a running one with 0.7 s left; the recent jobs' high quantile
+    (0.6 s) plus the running job's remainder says it would finish late, so it is refused up front."""
+    q = WorkQueue(capacity=8, workers=1, name="t", initial_job_s=0.01, count_own_time=True)
+    try:
+        for took in (0.05, 0.05, 0.05, 0.6):
+            q.submit(lambda took=took: time.sleep(took)).result()
+        assert q.seconds_per_job < 0.35
+        assert q.admission_job_s == pytest.approx(0.6, abs=0.1)
+        release = _block(q)
+        try:
+            # Behind one running job: planned finish >= its remainder (>= 0.15 s) + 0.6 s of its own.
+            assert q.planned_finish_s() > 0.7
+            with pytest.raises(QueueFull, match="outlast"):
+                q.submit(lambda: None, deadline=time.monotonic() + 0.7)
+            assert q.depth == 1  # the refused job left nothing behind
+            late = q.submit(lambda: "fits", deadline=time.monotonic() + 5)
+        finally:
+            release.set()
+        assert late.result(timeout=10) == "fits"
+    finally:
+        q.shutdown()
+
+
+def test_a_cold_queue_admits_onto_idle_workers_only() -> None:
+    """One warm-up on an idle machine says little about a busy one: with fewer than four jobs measured, a
+    deadline-bound job is refused rather than queued behind a running one, however short the estimate."""
+    q = WorkQueue(capacity=4, workers=1, name="t", initial_job_s=0.01, count_own_time=True)
+    try:
+        q.submit(lambda: time.sleep(0.05)).result()
+        release = _block(q)
+        try:
+            with pytest.raises(QueueFull, match="too few jobs were measured"):
+                q.submit(lambda: None, deadline=time.monotonic() + 30)
+            assert q.depth == 1
+        finally:
+            release.set()
+        for _ in range(3):
+            q.submit(lambda: time.sleep(0.05)).result()
+        release = _block(q)  # now warm (five jobs measured, the blocker's ~0 s among them)
+        try:
+            queued = q.submit(lambda: "queued", deadline=time.monotonic() + 30)
+        finally:
+            release.set()
+        assert queued.result(timeout=10) == "queued"
+    finally:
+        q.shutdown()
+
+
 def test_a_job_whose_deadline_passed_in_the_queue_never_runs() -> None:
     q = WorkQueue(capacity=4, workers=1, name="t")
     release = _block(q)
@@ -133,6 +183,8 @@ def test_suggestion_fix_answers_while_the_model_worker_is_busy(live: tuple[httpx
 
 def test_a_timed_out_queued_fix_leaves_the_queue_and_the_gauge(live: tuple[httpx.Client, Services]) -> None:
     client, services = live
+    for _ in range(4):  # a warm queue of instant jobs admits the fix behind the blocker, where it times out
+        services.queue.submit(lambda: None).result()
     release = _block(services.queue)
     try:
         r = client.post("/v1/fix", json={"code": NEEDS_MODEL}, timeout=30)
@@ -152,6 +204,10 @@ def test_the_deadline_stops_decoding_and_the_504_returns_the_attempts_so_far(
     live: tuple[httpx.Client, Services],
 ) -> None:
     client, services = live
+    # The blockers of the tests above were measured as multi-second jobs, which (rightly) makes admission
+    # refuse a 2 s request; this test needs a queue with no such history.
+    services.queue.shutdown()
+    services.queue = WorkQueue(8, 1, "fix", count_own_time=True)
     started = time.monotonic()
     r = client.post("/v1/fix", json={"code": NEEDS_MODEL, "max_attempts": 8}, timeout=60)
     took = time.monotonic() - started

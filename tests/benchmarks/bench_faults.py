@@ -74,10 +74,17 @@ class _Tally:
         self.statuses: Counter[int] = Counter()
         self.retry_after: list[int] = []
         self.ok_latencies: list[float] = []
+        #: every answer other than 429: (seconds into the storm it was sent, status, latency, attempts)
+        self.answers: list[tuple[float, int, float, int | None]] = []
 
-    def add(self, r: httpx.Response, seconds: float) -> None:
+    def add(self, r: httpx.Response, seconds: float, sent_at: float = 0.0) -> None:
         with self.lock:
             self.statuses[r.status_code] += 1
+            if r.status_code != 429:
+                body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+                attempts = body.get("attempts", (body.get("detail") or {}).get("attempts"))
+                n = len(attempts) if isinstance(attempts, list) else None
+                self.answers.append((round(sent_at, 2), r.status_code, round(seconds, 3), n))
             if "Retry-After" in r.headers:
                 self.retry_after.append(int(r.headers["Retry-After"]))
             if r.status_code == 200:
@@ -94,12 +101,14 @@ class _Tally:
             "retry_after_median_s": statistics.median(self.retry_after) if self.retry_after else None,
             "ok_p50_s": round(pct(self.ok_latencies, 0.5), 3),
             "ok_p95_s": round(pct(self.ok_latencies, 0.95), 3),
+            "answers": sorted(self.answers),
         }
 
 
 def fix_storm(url: str, clients: int, suggestion_clients: int, seconds: float) -> dict[str, Any]:
     tallies = {"model": _Tally(), "suggestion": _Tally()}
-    stop_at = time.monotonic() + seconds
+    began = time.monotonic()
+    stop_at = began + seconds
 
     def client(i: int) -> None:
         kind = "suggestion" if i < suggestion_clients else "model"
@@ -110,7 +119,7 @@ def fix_storm(url: str, clients: int, suggestion_clients: int, seconds: float) -
                 n += 1
                 started = time.monotonic()
                 r = c.post("/v1/fix", json={"code": template.format(n=i * 100000 + n)})
-                tallies[kind].add(r, time.monotonic() - started)
+                tallies[kind].add(r, time.monotonic() - started, started - began)
                 if r.status_code == 429:
                     time.sleep(min(1.0, int(r.headers.get("Retry-After", "1"))))
                 elif kind == "suggestion":
@@ -121,25 +130,53 @@ def fix_storm(url: str, clients: int, suggestion_clients: int, seconds: float) -
     return {kind: t.summary() for kind, t in tallies.items()}
 
 
+#: The flooding clients run in a process of their own (threads there), as real clients would: in this
+#: process their 16 threads would share the GIL with the in-process server and time the benchmark, not it.
+FLOOD_CLIENTS = """
+import json, sys, threading, time
+from collections import Counter
+import httpx
+url, flood = sys.argv[1], int(sys.argv[2])
+codes = json.loads(sys.stdin.readline())
+statuses, lock, done = Counter(), threading.Lock(), threading.Event()
+def flooder(i):
+    n = 0
+    with httpx.Client(base_url=url, timeout=300) as c:
+        while not done.is_set():
+            code = codes[(i + n * flood) % len(codes)]
+            n += 1
+            r = c.post("/v1/check", json={"code": code, "mode": "test"})
+            with lock:
+                statuses[r.status_code] += 1
+threads = [threading.Thread(target=flooder, args=(i,), daemon=True) for i in range(flood)]
+for t in threads:
+    t.start()
+print("flooding", flush=True)
+sys.stdin.readline()  # the benchmark closes stdin when its probes are done
+done.set()
+for t in threads:
+    t.join(timeout=60)
+with lock:
+    print(json.dumps(dict(statuses)), flush=True)
+"""
+
+
 def check_flood(url: str, flood: int, probes: int, millis: int) -> dict[str, Any]:
-    statuses: Counter[int] = Counter()
-    lock = threading.Lock()
-    done = threading.Event()
-
-    def flooder(i: int) -> None:
-        n = 0
-        with httpx.Client(base_url=url, timeout=300) as c:
-            while not done.is_set():
-                n += 1
-                r = c.post("/v1/check", json={"code": slow_check(i * 100000 + n, millis), "mode": "test"})
-                with lock:
-                    statuses[r.status_code] += 1
-
+    # Distinct programs (no cache hits), enough for the flood's length; each test sleeps ``millis``.
+    codes = [slow_check(n, millis) for n in range(20000)]
+    flooders = subprocess.Popen(
+        [sys.executable, "-c", FLOOD_CLIENTS, url, str(flood)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert flooders.stdin is not None and flooders.stdout is not None
+    flooders.stdin.write(json.dumps(codes) + "\n")
+    flooders.stdin.flush()
+    assert flooders.stdout.readline().strip() == "flooding"
     latencies: list[float] = []
     ready_statuses: Counter[int] = Counter()
-    with ThreadPoolExecutor(flood) as pool:
-        for i in range(flood):
-            pool.submit(flooder, i)
+    try:
         time.sleep(0.5)  # let the flood fill the lane
         with httpx.Client(base_url=url, timeout=30) as c:
             for _ in range(probes):
@@ -148,7 +185,9 @@ def check_flood(url: str, flood: int, probes: int, millis: int) -> dict[str, Any
                 latencies.append(time.monotonic() - start)
                 ready_statuses[r.status_code] += 1
                 time.sleep(0.02)
-        done.set()
+    finally:
+        out, _ = flooders.communicate("done\n", timeout=120)
+    statuses = {int(k): v for k, v in json.loads(out.strip().splitlines()[-1]).items()}
     return {
         "check_statuses": dict(sorted(statuses.items())),
         "readyz_statuses": dict(sorted(ready_statuses.items())),
