@@ -34,10 +34,11 @@ RETRY_AFTER_CAP_S = 120
 #: Admission's job-time estimate: this quantile of the last ``_RECENT`` measured jobs (or the mean, if larger).
 ADMIT_QUANTILE = 0.9
 _RECENT = 16
-#: Until this many jobs were measured, a deadline-bound job is admitted only onto an idle worker, never into
-#: the line: one or two jobs (typically a warm-up on an idle machine) say little about the time a job takes
-#: once the machine is busy (bench_faults: 1.5 s idle, 7 s beside a rustc storm).
+#: Until this many jobs were measured, admission plans with ``COLD_FACTOR`` times the estimate: one or two
+#: jobs (typically a warm-up on an idle machine) say little about the time a job takes once the machine is
+#: busy (bench_faults: 1.5 s idle, 7 s beside a rustc storm, a factor of 4.7).
 COLD_JOBS = 4
+COLD_FACTOR = 4.0
 
 
 class QueueFull(Exception):
@@ -104,13 +105,14 @@ class WorkQueue:
     @property
     def admission_job_s(self) -> float:
         """The job time admission plans with: the recent jobs' ``ADMIT_QUANTILE`` quantile, or the mean if
-        larger (the configured guess until a job has run)."""
+        larger (the configured guess until a job has run); ``COLD_FACTOR`` times that while fewer than
+        ``COLD_JOBS`` jobs were measured."""
         with self._lock:
             recent = sorted(self._recent)
         if not recent:
-            return self.seconds_per_job
+            return self.seconds_per_job * COLD_FACTOR
         q = recent[min(len(recent) - 1, math.ceil(ADMIT_QUANTILE * len(recent)) - 1)]
-        return max(q, self.seconds_per_job)
+        return max(q, self.seconds_per_job) * (COLD_FACTOR if len(recent) < COLD_JOBS else 1.0)
 
     def planned_finish_s(self) -> float:
         """Seconds from now until a job submitted now would finish, playing the queue forward with
@@ -148,11 +150,6 @@ class WorkQueue:
             wait = self.planned_finish_s() - (0.0 if self.count_own_time else self.admission_job_s)
             if self.depth > 0 and wait >= left:
                 raise QueueFull(self.retry_after(), "the queue ahead would outlast the request's deadline")
-            if self.count_own_time and self.depth >= self.workers and len(self._recent) < COLD_JOBS:
-                raise QueueFull(
-                    self.retry_after(),
-                    "every worker is busy and too few jobs were measured to promise a time",
-                )
         fut: Future[Any] = Future()
         with self._lock:
             self._waiting.add(fut)

@@ -107,27 +107,32 @@ def test_admission_plans_with_the_slow_recent_jobs_not_the_lagging_mean() -> Non
         q.shutdown()
 
 
-def test_a_cold_queue_admits_onto_idle_workers_only() -> None:
-    """One warm-up on an idle machine says little about a busy one: with fewer than four jobs measured, a
-    deadline-bound job is refused rather than queued behind a running one, however short the estimate."""
+def test_a_cold_queue_plans_pessimistically_until_four_jobs_were_measured() -> None:
+    """One warm-up on an idle machine says little about a busy one: with fewer than four jobs measured,
+    admission plans with four times the measured time, so a job that would fit behind a running one on the
+    measured figure is refused while cold and accepted once warm; short jobs against a long deadline queue."""
     q = WorkQueue(capacity=4, workers=1, name="t", initial_job_s=0.01, count_own_time=True)
     try:
-        q.submit(lambda: time.sleep(0.05)).result()
+        q.submit(lambda: time.sleep(0.3)).result()
+        assert q.admission_job_s == pytest.approx(4 * q.seconds_per_job)
         release = _block(q)
         try:
-            with pytest.raises(QueueFull, match="too few jobs were measured"):
-                q.submit(lambda: None, deadline=time.monotonic() + 30)
+            with pytest.raises(QueueFull):
+                q.submit(lambda: None, deadline=time.monotonic() + 1.0)
             assert q.depth == 1
+            short = q.submit(lambda: "queued cold", deadline=time.monotonic() + 30)
         finally:
             release.set()
+        assert short.result(timeout=10) == "queued cold"
         for _ in range(3):
-            q.submit(lambda: time.sleep(0.05)).result()
-        release = _block(q)  # now warm (five jobs measured, the blocker's ~0 s among them)
+            q.submit(lambda: time.sleep(0.3)).result()
+        assert q.admission_job_s < 0.5  # warm: the measured quantile itself
+        release = _block(q)  # the blocker's ~0 s joins the recent jobs; the 0.3 s ones set the quantile
         try:
-            queued = q.submit(lambda: "queued", deadline=time.monotonic() + 30)
+            queued = q.submit(lambda: "queued warm", deadline=time.monotonic() + 1.0)
         finally:
             release.set()
-        assert queued.result(timeout=10) == "queued"
+        assert queued.result(timeout=10) == "queued warm"
     finally:
         q.shutdown()
 
