@@ -317,6 +317,8 @@ class FixLoop:
         self.sample = sample
         self.suggest = suggest if suggest is not None else self._default_suggest
         self.check_workers = max(1, check_workers)
+        #: Called with every attempt as it is recorded (the service answers a late request with them).
+        self.on_attempt: Callable[[AttemptRecord], None] | None = None
 
     # ----------------------------------------------------------------------------------------- plumbing
 
@@ -747,6 +749,8 @@ class FixLoop:
             note=note,
         )
         state.attempts.append(record)
+        if self.on_attempt is not None:
+            self.on_attempt(record)
         return record
 
     def _stall(self, state: _State) -> None:

@@ -52,17 +52,65 @@ _JAIL_PATH = "/usr/bin"
 WORKDIR_PREFIX = "dreamfix-sbx-"
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host (this process always does)."""
+def process_start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (field 22 of ``/proc/<pid>/stat``); None when
+    that cannot be read (no such process, no procfs). With the pid it names one process for good: a pid is
+    reused (a restarted container's daemon is pid 1 again), a pid with its start time is not."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+        # Field 2 (the command name, in parentheses) may hold spaces and parentheses: count after the last ")".
+        return int(stat[stat.rindex(b")") + 2 :].split()[22 - 3])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_own_start: tuple[int, int | None] = (-1, None)  # (pid, its start ticks), refreshed after a fork
+
+
+def own_start_ticks() -> int | None:
+    """``process_start_ticks`` of this process (read once per pid)."""
+    global _own_start
+    pid = os.getpid()
+    if _own_start[0] != pid:
+        _own_start = (pid, process_start_ticks(pid))
+    return _own_start[1]
+
+
+def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
+    """Whether process ``pid`` exists on this host and, when ``start_ticks`` is given, is the process that
+    started then — not a later one that got the same pid (a restarted container's daemon is pid 1 again).
+    A process whose start time cannot be read counts as alive (the safe side: nothing of it is taken)."""
     if pid == os.getpid():
-        return True
+        own = own_start_ticks()
+        return start_ticks is None or own is None or start_ticks == own
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    if start_ticks is None:
         return True
-    return True
+    actual = process_start_ticks(pid)
+    return actual is None or actual == start_ticks
+
+
+def workdir_owner(name: str) -> tuple[int, int | None] | None:
+    """The (pid, start ticks) a work dir's name carries: ``dreamfix-sbx-<pid>-<start ticks>-<random>``, or an
+    older version's ``dreamfix-sbx-<pid>-<random>`` (start unknown: None); None for an unnumbered name."""
+    if not name.startswith(WORKDIR_PREFIX):
+        return None
+    parts = name[len(WORKDIR_PREFIX) :].split("-")  # mkdtemp's random part has no "-"
+    if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
+        return int(parts[0]), int(parts[1])
+    if len(parts) == 2 and parts[0].isdigit():
+        return int(parts[0]), None
+    return None
+
+
+class SandboxClosed(OSError):
+    """The sandbox was shut down (the daemon is stopping): no new jailed run starts."""
 
 
 _CACHE_VERSION = "2"  # 2: test output lists every test by name (the judge reads it)
@@ -287,6 +335,11 @@ class Sandbox:
         self._run_prefix: list[str] = []
         self._tmpfs_size: list[str] = []
         self._no_jail_reason = "jail='none'"
+        #: What is in flight, for ``shutdown``: the jails' processes and the host work dirs of running checks.
+        self._live_lock = threading.Lock()
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self._workdirs: set[Path] = set()
+        self._closed = False
         if cfg.jail == "bwrap":
             self._jail_prefix = self._bwrap_prefix()
             self.jailed = self._jail_prefix is not None
@@ -471,6 +524,8 @@ class Sandbox:
                 kwargs.update(user=uid, group=uid, extra_groups=[])
         else:
             kwargs = {"env": env}
+        if self._closed:
+            raise SandboxClosed("the sandbox is shutting down")
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -481,6 +536,27 @@ class Sandbox:
             pass_fds=tuple(pass_fds),
             **kwargs,
         )
+        with self._live_lock:
+            self._running.add(proc)
+            closed = self._closed
+        try:
+            if closed:  # shut down while it started: it must not outlive the shutdown
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            return self._collect(proc, uid, cap, start, deadline)
+        finally:
+            with self._live_lock:
+                self._running.discard(proc)
+
+    def _collect(
+        self,
+        proc: subprocess.Popen[bytes],
+        uid: int,
+        cap: int,
+        start: float,
+        deadline: float,
+    ) -> _Process:
+        """Read a started jail's output until it exits, the deadline passes or the output exceeds ``cap``."""
         chunks: dict[int, list[bytes]] = {1: [], 2: []}
         total = 0
         timed_out = overflowed = False
@@ -530,17 +606,42 @@ class Sandbox:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
+    def shutdown(self, wait_s: float = 2.0) -> list[Path]:
+        """The daemon is stopping: no new jailed run starts, every running jail is SIGKILLed (its process
+        group; its pid namespace goes with it) and the work dirs of the runs in flight are removed. Returns
+        those dirs. Idempotent."""
+        with self._live_lock:
+            self._closed = True
+            procs = list(self._running)
+            dirs = list(self._workdirs)
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        until = time.monotonic() + wait_s
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, until - time.monotonic()))
+        for path in dirs:
+            shutil.rmtree(path, ignore_errors=True)
+        if procs or dirs:
+            log.warning(
+                "sandbox shutdown: killed %d running jail(s), removed %d work dir(s)", len(procs), len(dirs)
+            )
+        return dirs
+
     def sweep_stale_workdirs(self) -> list[Path]:
-        """At start-up: remove work dirs left by a killed process (``dreamfix-sbx-<pid>-*`` whose pid is gone;
-        an unnumbered one of an older version once it is an hour old). Returns what was removed."""
+        """At start-up: remove work dirs left by a killed process (``dreamfix-sbx-<pid>-<start>-*`` whose
+        process is gone, or whose pid now belongs to a process that started at another time; an older
+        version's ``dreamfix-sbx-<pid>-*`` whose pid is gone; an unnumbered one once it is an hour old).
+        Returns what was removed."""
         root = Path(self.config.work_root or tempfile.gettempdir())
         removed: list[Path] = []
         for path in root.glob(f"{WORKDIR_PREFIX}*"):
             if not path.is_dir() or path.is_symlink():
                 continue
-            owner = path.name[len(WORKDIR_PREFIX) :].split("-", 1)[0]
-            if owner.isdigit():
-                stale = not pid_alive(int(owner))
+            owner = workdir_owner(path.name)
+            if owner is not None:
+                stale = not pid_alive(*owner)
             else:
                 try:
                     stale = time.time() - path.stat().st_mtime > 3600
@@ -557,9 +658,15 @@ class Sandbox:
 
     def _workdir(self, uid: int) -> Path:
         root = self.config.work_root
-        workdir = Path(
-            tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=str(root) if root else None)
-        )
+        start = own_start_ticks()
+        owner = f"{os.getpid()}-{start}" if start is not None else str(os.getpid())
+        with self._live_lock:
+            if self._closed:
+                raise SandboxClosed("the sandbox is shutting down")
+            workdir = Path(
+                tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{owner}-", dir=str(root) if root else None)
+            )
+            self._workdirs.add(workdir)
         (workdir / "src").mkdir()
         if self._drop_uid:
             os.chown(workdir, uid, uid)
@@ -693,7 +800,10 @@ class Sandbox:
         self.recent_uids.append(uid)
         # A host work dir only when a binary must outlive the compile (test builds) or there is no jail.
         needs_workdir = mode == "test" or tests is not None or not self.jailed
-        workdir = self._workdir(uid) if needs_workdir else None
+        try:
+            workdir = self._workdir(uid) if needs_workdir else None
+        except SandboxClosed as exc:
+            return CheckResult(ok=False, verdict=Verdict.SANDBOX_ERROR, message=str(exc))
         try:
             with self._slots:
                 plain_dir = workdir if (mode == "test" or not self.jailed) else None
@@ -731,12 +841,16 @@ class Sandbox:
                 outcome = self._run_tests(workdir, uid)
                 outcome.diagnostics = diagnostics
                 return outcome
+        except SandboxClosed as exc:
+            return CheckResult(ok=False, verdict=Verdict.SANDBOX_ERROR, message=str(exc))
         except OSError as exc:
             log.exception("sandbox failure")
             return CheckResult(ok=False, verdict=Verdict.SANDBOX_ERROR, message=f"sandbox failure: {exc}")
         finally:
             if workdir is not None:
                 shutil.rmtree(workdir, ignore_errors=True)
+                with self._live_lock:
+                    self._workdirs.discard(workdir)
 
     # ------------------------------------------------------------------------------------------ caching
 
@@ -830,7 +944,8 @@ class Sandbox:
             return hit
         result = self._judge(text, mode, edition, tests)
         result.duration_s = time.perf_counter() - start
-        self._cache_put(key, result)
+        if not self._closed:  # a run killed by the shutdown says nothing about the program
+            self._cache_put(key, result)
         if self.on_check is not None:
             self.on_check(result.duration_s, False)
         return result

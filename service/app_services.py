@@ -24,7 +24,7 @@ from service.leader import LeaderElector
 from service.night import Night
 from service.scheduler import DreamScheduler
 from service.serving import ServingRuntime
-from service.settings import Settings
+from service.settings import LimitSettings, Settings
 from service.workqueue import WorkQueue
 
 if TYPE_CHECKING:
@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 
 #: A version's status after its night → the gate's decision (a promoted version may already be retired).
 _GATE_DECISION = {"active": "promoted", "retired": "promoted", "rejected": "rejected", "candidate": "pending"}
+
+
+def check_share(limits: LimitSettings) -> int:
+    """The most checks (queued + running) one client address may hold in the check lane: half the lane."""
+    return max(1, (limits.check_queue_size + limits.check_workers) // 2)
 
 
 @dataclass
@@ -90,6 +95,7 @@ class Services:
                 settings.limits.check_workers,
                 "check",
                 initial_job_s=1.0,
+                per_owner=check_share(settings.limits),
             ),
         )
         serving.on_swap = services._on_swap
@@ -177,13 +183,22 @@ class Services:
         return active
 
     def leadership(self) -> dict[str, Any]:
-        """For /readyz: ``{"scheduler": "leader" | "follower" | "disabled", "holder": "host:pid" | None}``."""
+        """For /readyz: ``{"scheduler": "leader" | "follower" | "disabled", "holder": "host:pid@start" | None}``
+        (``process_identity``)."""
         if self.scheduler is None:
             return {"scheduler": "disabled", "holder": None}
         return self.scheduler.leadership()
 
     def stop(self) -> None:
+        """The app's shutdown: running sandbox jails are killed first (their work dirs removed), so that no
+        worker stays busy with them, then the queues, the runs and the database are let go."""
         self._stop.set()
+        sandbox_shutdown = getattr(self.serving.sandbox, "shutdown", None)
+        if sandbox_shutdown is not None:
+            try:
+                sandbox_shutdown()
+            except Exception:
+                log.warning("stopping the sandbox's running jails failed", exc_info=True)
         if self.scheduler is not None:
             self.scheduler.stop()
         self.queue.shutdown()

@@ -1,7 +1,8 @@
 """Day and night runs: one row per run, a heartbeat while it works, one run at a time per process and one
 night at a time across replicas (``NightLock``). A run that dies with its process is marked failed by the
-next start (``RunRepository.fail_abandoned``); since promotion is the last, transactional step of a night,
-such a run never leaves anything half-promoted."""
+next start (``recover``) and by the periodic sweep of any live daemon (``sweep``; both
+``RunRepository.fail_abandoned``); since promotion is the last, transactional step of a night, such a run
+never leaves anything half-promoted."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """Leader election through the database: of N replicas sharing one database, exactly one runs the scheduled
 day/night jobs; the others serve requests only.
 
-The leader holds the ``leases`` row named ``scheduler`` (holder ``host:pid``, ``expires_at``) and renews it
-every ``ttl/3`` seconds. A replica takes the row over only when it has expired (the leader was killed, hung
-or lost the database), with one conditional UPDATE, so two replicas can never both believe they lead: the
-database decides. Works the same on SQLite (one host) and PostgreSQL (several hosts); replica clocks must
+The leader holds the ``leases`` row named ``scheduler`` (holder ``host:pid@start``, ``process_identity``;
+``expires_at``) and renews it every ``ttl/3`` seconds. A replica takes the row over only when it has expired
+(the leader was killed, hung or lost the database), with one conditional UPDATE, so two replicas can never
+both believe they lead: the database decides. Works the same on SQLite (one host) and PostgreSQL (several hosts); replica clocks must
 agree to well within the ttl (NTP).
 """
 

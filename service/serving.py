@@ -38,12 +38,26 @@ from service.db.session import Database
 from service.settings import Settings
 
 if TYPE_CHECKING:
-    from agent.episodes import ProblemRecord
+    from agent.episodes import AttemptRecord, ProblemRecord
     from learner.runtime import ModelRuntime
     from learner.share.bank import BankSnapshot, ShareBank, Version
-    from service.api.schemas import CheckRequest, FixRequest, FixResponse
+    from service.api.schemas import AttemptOut, CheckRequest, FixRequest, FixResponse
 
 log = logging.getLogger(__name__)
+
+
+class FixProgress:
+    """What a fix job has produced so far, readable from another thread while it runs: every attempt as the
+    loop records it, and the episode id once the episode is saved. The API answers a request that outlives
+    its deadline with it (a 504 carrying the attempts made so far)."""
+
+    def __init__(self) -> None:
+        self.attempts: list[AttemptRecord] = []
+        self.episode_id: int | None = None
+
+    def attempts_out(self) -> list[dict[str, Any]]:
+        """The attempts so far, as ``FixResponse.attempts`` lists them."""
+        return [attempt_out(a).model_dump() for a in list(self.attempts)]
 
 
 class ServingRuntime:
@@ -217,10 +231,12 @@ class ServingRuntime:
         req: FixRequest,
         deadline: float | None = None,
         should_stop: Callable[[], bool] | None = None,
+        progress: FixProgress | None = None,
     ) -> dict[str, Any]:
         """Run the fix loop on one client request (in a worker thread) and persist its episode.
         ``deadline`` (a ``time.monotonic()`` instant) stops decoding and further rounds; ``should_stop``
-        (the client went away) stops further rounds. Either way the attempts so far are kept."""
+        (the client went away) stops further rounds. Either way the attempts so far are kept. ``progress``
+        receives each attempt as it is made and the episode id once it is saved."""
         if self.runtime is None:
             raise RuntimeError("model not loaded")
 
@@ -235,8 +251,12 @@ class ServingRuntime:
             loop = build_fix_loop(
                 runtime, self.settings, self.sandbox, snapshot=snapshot, router=self.router, deadline=deadline
             )
+            if progress is not None:
+                loop.on_attempt = progress.attempts.append
             record = loop.run([problem], strategy, should_stop=stop)[0]
         answer = self._answer(req, problem, record)
+        if progress is not None:
+            progress.episode_id = answer["episode_id"]
         if record.final_status == PROMPT_TOO_LONG and not any(a.model_id for a in record.attempts):
             # The model never saw it: the problem itself is too large for the model (the episode is kept).
             note = record.attempts[-1].note if record.attempts else "the problem does not fit the model"
@@ -294,8 +314,8 @@ def fix_response(record: ProblemRecord, episode_id: int | None = None) -> FixRes
     """The one answer to a fix, for ``POST /v1/fix`` and ``dreamfix fix --json``: the record's own route
     (``ProblemRecord.route_task``/``route_version``, also what SQL stores) and its attempts."""
     from agent.loop import unified_diff
-    from service.api.enums import AttemptVerdict, FinalStatus
-    from service.api.schemas import AttemptOut, FixResponse, RouteOut
+    from service.api.enums import FinalStatus
+    from service.api.schemas import FixResponse, RouteOut
 
     return FixResponse(
         fixed=record.fixed,
@@ -303,19 +323,7 @@ def fix_response(record: ProblemRecord, episode_id: int | None = None) -> FixRes
         code=record.final_code,
         diff=unified_diff(record.source, record.final_code),
         error_codes=list(record.error_codes),
-        attempts=[
-            AttemptOut(
-                attempt=a.attempt,
-                strategy=a.strategy,
-                verdict=AttemptVerdict(a.verdict),
-                fixed=a.fixed,
-                error_codes=a.error_codes_after,
-                route=RouteOut(task=a.route_task, version=a.route_version),
-                note=a.note,
-                seconds=round(a.generate_seconds + a.check_seconds, 3),
-            )
-            for a in record.attempts
-        ],
+        attempts=[attempt_out(a) for a in record.attempts],
         route=RouteOut(task=record.route_task, version=record.route_version),
         episode_id=episode_id,
         status=FinalStatus(record.final_status),
@@ -324,4 +332,21 @@ def fix_response(record: ProblemRecord, episode_id: int | None = None) -> FixRes
         remaining_error_codes=record.attempts[-1].error_codes_after
         if record.attempts
         else record.error_codes,
+    )
+
+
+def attempt_out(a: AttemptRecord) -> AttemptOut:
+    """One attempt as the API answers it (``FixResponse.attempts``)."""
+    from service.api.enums import AttemptVerdict
+    from service.api.schemas import AttemptOut, RouteOut
+
+    return AttemptOut(
+        attempt=a.attempt,
+        strategy=a.strategy,
+        verdict=AttemptVerdict(a.verdict),
+        fixed=a.fixed,
+        error_codes=a.error_codes_after,
+        route=RouteOut(task=a.route_task, version=a.route_version),
+        note=a.note,
+        seconds=round(a.generate_seconds + a.check_seconds, 3),
     )

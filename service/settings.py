@@ -60,7 +60,8 @@ class LimitSettings(BaseModel):
     model_workers: int = Field(default=1, ge=1, le=16)
     request_timeout_s: float = 300.0
     #: /v1/check (and the fix fast lane) run in their own bounded lane: 429 beyond it, and a wall limit
-    #: that counts the time spent waiting in it.
+    #: that counts the time spent waiting in it. One client address holds at most half the lane
+    #: (``max(1, (check_queue_size + check_workers) // 2)`` checks queued or running); beyond that, 429.
     check_queue_size: int = 32
     check_workers: int = 2
     check_timeout_s: float = 60.0
@@ -71,6 +72,10 @@ class LimitSettings(BaseModel):
     header_timeout_s: float = Field(default=10.0, gt=0)
     body_timeout_s: float = Field(default=30.0, gt=0)
     keep_alive_s: float = Field(default=5.0, gt=0)
+    #: ``dreamfix serve`` on SIGTERM/SIGINT: requests in flight get this long to finish (uvicorn's
+    #: timeout_graceful_shutdown), then they are cancelled, running sandbox jails killed and their work dirs
+    #: removed.
+    shutdown_grace_s: float = Field(default=10.0, gt=0)
 
 
 class SchedulerSettings(BaseModel):

@@ -4,7 +4,7 @@ Requests beyond the queue's capacity are refused at once (the API turns that int
 of piling up until every client times out. Workers are plain threads: the model and rustc release the GIL.
 
 Admission is honest: the queue measures how long a job takes (an exponentially weighted mean of the jobs it
-ran), and Retry-After is that mean times the jobs ahead per worker, capped. A job whose wait (and, with
+ran, and the recent jobs' times). A job whose wait (and, with
 ``count_own_time``, its own run) would pass its deadline is refused up front. That admission estimate is
 deliberately pessimistic, because an accepted job that then times out is the worst answer (a 504 after the
 client waited): it plays the queue forward worker by worker — each running job finishes after what remains
@@ -12,7 +12,12 @@ of the estimate (at least a quarter of it, since a job past its estimate is late
 waiting job takes the estimate — with a high quantile of the recent job times, not their mean, as the
 estimate (jobs slow down when the machine gets busy; the mean lags behind). A cancelled job leaves the
 queue (and its depth) at once, and a job whose deadline passed while it waited is dropped unrun
-(``DeadlineExceeded``).
+(``DeadlineExceeded``). Retry-After comes from the same plan: the seconds until a job submitted now would
+start (``planned_finish_s`` less its own ``admission_job_s``), capped at ``retry_cap_s``.
+
+A queue with ``per_owner`` set gives each owner (the API passes the client's address) at most that many jobs
+queued or running at once; one more is refused (``QueueFull``) while other owners' jobs still get in, so one
+client cannot take the whole lane.
 """
 
 from __future__ import annotations
@@ -60,12 +65,17 @@ class WorkQueue:
         retry_cap_s: int = RETRY_AFTER_CAP_S,
         initial_job_s: float = 5.0,
         count_own_time: bool = False,
+        per_owner: int | None = None,
     ) -> None:
         #: Admission counts the job's own expected time (the measured mean) as well as the wait ahead: for
         #: queues whose jobs cost about the same (model fixes); a lane of very uneven jobs (checks) leaves it off.
         self.count_own_time = count_own_time
         self.capacity = capacity
+        self.name = name
         self.workers = max(1, workers)
+        #: The most jobs (queued + running) one owner may hold; None: no per-owner limit.
+        self.per_owner = max(1, per_owner) if per_owner is not None else None
+        self._owners: dict[str, int] = {}
         self.retry_cap_s = max(1, retry_cap_s)
         self._q: queue.Queue[tuple[Future[Any], Callable[[], Any], float | None, float] | None] = queue.Queue(
             maxsize=capacity
@@ -97,11 +107,6 @@ class WorkQueue:
         """The measured mean job time (the configured guess until a job has run)."""
         return self._ewma_s if self._ewma_s is not None else self._initial_s
 
-    def estimated_wait_s(self, ahead: int | None = None) -> float:
-        """Seconds until a job submitted now starts: the mean job time × jobs ahead per worker."""
-        n = self.depth if ahead is None else ahead
-        return self.seconds_per_job * n / self.workers
-
     @property
     def admission_job_s(self) -> float:
         """The job time admission plans with: the recent jobs' ``ADMIT_QUANTILE`` quantile, or the mean if
@@ -132,13 +137,24 @@ class WorkQueue:
         return free[0] + est
 
     def retry_after(self) -> int:
-        return max(1, min(self.retry_cap_s, math.ceil(self.estimated_wait_s())))
+        """Seconds a refused client should wait: until a job submitted now would start by admission's plan
+        (``planned_finish_s`` less the job's own ``admission_job_s``), at least 1, at most ``retry_cap_s``."""
+        start = self.planned_finish_s() - self.admission_job_s
+        return max(1, min(self.retry_cap_s, math.ceil(start)))
 
-    def submit(self, fn: Callable[[], Any], deadline: float | None = None) -> Future[Any]:
+    def owner_jobs(self, owner: str) -> int:
+        """Jobs of ``owner`` queued or running."""
+        with self._lock:
+            return self._owners.get(owner, 0)
+
+    def submit(
+        self, fn: Callable[[], Any], deadline: float | None = None, owner: str | None = None
+    ) -> Future[Any]:
         """Queue ``fn``. ``deadline`` (a ``time.monotonic()`` instant): refused when the planned wait (and, with
         ``count_own_time``, the job's own time: ``planned_finish_s``) would pass it — measured times only,
         nothing is refused before one job was measured — so an accepted job is one that can finish in time;
-        dropped unrun if a worker reaches it too late."""
+        dropped unrun if a worker reaches it too late. ``owner``: refused when that owner already holds
+        ``per_owner`` jobs (queued or running)."""
         if deadline is not None and self._ewma_s is not None:
             left = deadline - time.monotonic()
             if self.count_own_time and self.admission_job_s >= left:
@@ -150,21 +166,47 @@ class WorkQueue:
             wait = self.planned_finish_s() - (0.0 if self.count_own_time else self.admission_job_s)
             if self.depth > 0 and wait >= left:
                 raise QueueFull(self.retry_after(), "the queue ahead would outlast the request's deadline")
+        limited = owner is not None and self.per_owner is not None
         fut: Future[Any] = Future()
         with self._lock:
-            self._waiting.add(fut)
+            held = self._owners.get(owner, 0) if owner is not None else 0
+            refused = self.per_owner is not None and owner is not None and held >= self.per_owner
+            if not refused:
+                self._waiting.add(fut)
+                if limited:
+                    assert owner is not None
+                    self._owners[owner] = held + 1
+        if refused:
+            raise QueueFull(
+                self.retry_after(),
+                f"this client already has {held} job(s) in the {self.name} lane, its share of it "
+                f"(at most {self.per_owner} per client)",
+            )
         try:
             self._q.put_nowait((fut, fn, deadline, time.monotonic()))
         except queue.Full:
-            with self._lock:
-                self._waiting.discard(fut)
+            self._forget(fut)
+            if limited:
+                assert owner is not None
+                self._release(owner)
             raise QueueFull(self.retry_after()) from None
         fut.add_done_callback(self._forget)
+        if limited:
+            assert owner is not None
+            fut.add_done_callback(lambda _: self._release(owner))
         return fut
 
     def _forget(self, fut: Future[Any]) -> None:
         with self._lock:
             self._waiting.discard(fut)
+
+    def _release(self, owner: str) -> None:
+        with self._lock:
+            left = self._owners.get(owner, 0) - 1
+            if left > 0:
+                self._owners[owner] = left
+            else:
+                self._owners.pop(owner, None)
 
     def _worker(self) -> None:
         while True:

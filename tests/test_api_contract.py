@@ -59,8 +59,9 @@ def test_every_route_documents_a_response_model_413_and_500(openapi: dict[str, A
         schema = next(iter(content.values()))["schema"]
         assert schema.get("$ref") or schema.get("type") == "string", (method, path, schema)
         assert schema != {}, f"{method} {path} has no response model"
-        # Any request's body is capped (BodyLimitMiddleware), and any route may fail.
-        assert {"413", "500"} <= set(op["responses"]), (method, path)
+        # Any request's body is capped (BodyLimitMiddleware), any request may be too slow to arrive (the
+        # slow-client deadlines), and any route may fail.
+        assert {"408", "413", "500"} <= set(op["responses"]), (method, path)
 
 
 def test_admin_routes_declare_the_bearer_scheme_and_their_401_403(openapi: dict[str, Any]) -> None:
@@ -84,7 +85,8 @@ def test_routes_with_a_body_document_400_and_422(openapi: dict[str, Any]) -> Non
     for method, path, op in with_body:
         assert {"400", "422"} <= set(op["responses"]), (method, path)
     fix = openapi["paths"]["/v1/fix"]["post"]["responses"]
-    assert {"429", "503", "504"} <= set(fix)
+    assert {"429", "499", "503", "504"} <= set(fix)
+    assert "Retry-After" in openapi["paths"]["/v1/check"]["post"]["responses"]["429"]["headers"]
     assert "Retry-After" in fix["429"]["headers"] and "Retry-After" in fix["503"]["headers"]
     assert "409" in openapi["paths"]["/admin/runs"]["post"]["responses"]
     assert "404" in openapi["paths"]["/admin/runs/{run_id}"]["get"]["responses"]

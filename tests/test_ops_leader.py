@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from service.db.models import Lease
+from service.db.repositories import process_identity
 from service.db.session import Database
 from service.leader import LEADER_LEASE, LeaderElector
 from service.scheduler import DreamScheduler
@@ -136,7 +136,6 @@ def test_two_replica_processes_on_postgres_elect_one_leader_and_fail_over_after_
     postgres_url: str, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     ttl = 3.0
-    host = socket.gethostname()
     procs: list[subprocess.Popen[bytes]] = []
     ports: list[int] = []
     logs: list[Path] = []
@@ -158,7 +157,7 @@ def test_two_replica_processes_on_postgres_elect_one_leader_and_fail_over_after_
         for port in ports:
             _wait(lambda p=port: _leader_gauge(p) is not None, 120, f"replica on :{port} to answer /metrics")
         holder = _wait(lambda: _holder(db), 30, "a leader")
-        by_identity = {f"{host}:{p.pid}": i for i, p in enumerate(procs)}
+        by_identity = {process_identity(p.pid): i for i, p in enumerate(procs)}
         assert holder in by_identity, (holder, by_identity)
         leader = by_identity[holder]
         follower = 1 - leader
@@ -171,7 +170,8 @@ def test_two_replica_processes_on_postgres_elect_one_leader_and_fail_over_after_
         os.killpg(procs[leader].pid, signal.SIGKILL)  # no clean shutdown: the lease is NOT handed back
         procs[leader].wait(timeout=30)
         killed_at = time.monotonic()
-        new = _wait(lambda: _holder(db) == f"{host}:{procs[follower].pid}", 3 * ttl, "the takeover")
+        successor = process_identity(procs[follower].pid)
+        new = _wait(lambda: _holder(db) == successor, 3 * ttl, "the takeover")
         took = time.monotonic() - killed_at
         assert new and took <= ttl + ttl / 3 + 2.0, took  # the lease, one heartbeat, a loaded host's slack
         _wait(lambda: _leader_gauge(ports[follower]) == 1.0, 10, "the new leader's gauge")
@@ -182,9 +182,7 @@ def test_two_replica_processes_on_postgres_elect_one_leader_and_fail_over_after_
             for line in path.read_text().splitlines():
                 if "scheduler leader" in line or "scheduler follower" in line:
                     print(f"replica{i} (pid {procs[i].pid}): {line.strip()}")
-        print(
-            f"leader {holder} killed -9; {host}:{procs[follower].pid} took over in {took:.1f}s (ttl {ttl}s)"
-        )
+        print(f"leader {holder} killed -9; {successor} took over in {took:.1f}s (ttl {ttl}s)")
     finally:
         for proc in procs:
             if proc.poll() is None:

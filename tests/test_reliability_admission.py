@@ -1,9 +1,12 @@
 """Issue 17, admission: suggestion-settled fixes never wait behind model work, cancelled and timed-out jobs
-leave the queue and its gauge, Retry-After comes from the measured job time and is capped, a job past its
-deadline stops decoding (``GenerationParams.deadline``) and the 504 carries the attempts made so far."""
+leave the queue and its gauge, Retry-After comes from admission's own plan and is capped, a job past its
+deadline stops decoding (``GenerationParams.deadline``) and the 504 carries the attempts made so far — also
+when the job is still busy with its last step past the deadline's grace."""
 
 from __future__ import annotations
 
+import math
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +18,7 @@ import pytest
 from service.api.app import create_app
 from service.app_services import Services
 from service.workqueue import DeadlineExceeded, QueueFull, WorkQueue
-from tests.helpers import make_settings, wait_ready
+from tests.helpers import AUTH, make_settings, wait_ready
 from tests.live_server import LiveServer
 
 NEEDS_MUT = 'fn main() {\n    let count = 1;\n    count = 2;\n    println!("{count}");\n}\n'
@@ -47,24 +50,40 @@ def test_cancelled_job_leaves_the_depth_at_once() -> None:
         q.shutdown()
 
 
-def test_retry_after_is_measured_and_capped() -> None:
-    q = WorkQueue(capacity=20, workers=1, name="t", retry_cap_s=3, initial_job_s=0.01)
-    q.submit(lambda: time.sleep(0.4)).result()
-    assert 0.35 < q.seconds_per_job < 1.0
+def test_retry_after_follows_admissions_plan_and_is_capped() -> None:
+    """Retry-After is when a job submitted now would start by admission's plan — the recent jobs' high
+    quantile (here 1 s), not their lagging mean (~0.34 s) — times the jobs ahead of it, capped."""
+    q = WorkQueue(capacity=20, workers=1, name="t", retry_cap_s=4, initial_job_s=0.01)
+    for took in (0.05, 0.05, 0.05, 1.0):
+        q.submit(lambda took=took: time.sleep(took)).result()
+    est = q.admission_job_s
+    assert est == pytest.approx(1.0, abs=0.2) and q.seconds_per_job < 0.45
     release = _block(q)
     try:
         for _ in range(2):
             q.submit(lambda: None)
-        assert q.retry_after() == 2  # ceil(~0.4 s × 3 jobs ahead)
+        # The running blocker's remaining estimate (~1 s) plus two waiting jobs of ~1 s each.
+        assert 3 <= q.retry_after() <= math.ceil(3 * est)
+        assert q.retry_after() > math.ceil(3 * q.seconds_per_job)  # the mean × jobs ahead said 2
         for _ in range(10):
             q.submit(lambda: None)
-        assert q.retry_after() == 3  # capped
+        assert q.retry_after() == 4  # capped
         # A request whose deadline the queue ahead would outlast is refused up front, with that Retry-After.
         with pytest.raises(QueueFull) as refused:
             q.submit(lambda: None, deadline=time.monotonic() + 1.0)
-        assert refused.value.retry_after_s == 3
+        assert refused.value.retry_after_s == 4
     finally:
         release.set()
+        q.shutdown()
+
+
+def test_retry_after_of_an_idle_warm_queue_is_one_second() -> None:
+    q = WorkQueue(capacity=4, workers=2, name="t", initial_job_s=0.01)
+    try:
+        for _ in range(4):
+            q.submit(lambda: time.sleep(0.05)).result()
+        assert q.retry_after() == 1  # a job submitted now starts at once: the floor of 1 s
+    finally:
         q.shutdown()
 
 
@@ -194,8 +213,9 @@ def test_a_timed_out_queued_fix_leaves_the_queue_and_the_gauge(live: tuple[httpx
     try:
         r = client.post("/v1/fix", json={"code": NEEDS_MODEL}, timeout=30)
         assert r.status_code == 504, r.text
-        assert r.json()["detail"]["attempts"] == []
-        assert "request time limit" in r.json()["error"]
+        # It never left the queue: no attempts, and the answer says why the list is empty.
+        assert r.json()["detail"] == {"attempts": [], "episode_id": None}
+        assert "request time limit" in r.json()["error"] and "never ran" in r.json()["error"]
         assert services.queue.depth == 1
         gauge = [
             ln for ln in client.get("/metrics").text.splitlines() if ln.startswith("dreamfix_queue_depth")
@@ -229,3 +249,40 @@ def test_the_deadline_stops_decoding_and_the_504_returns_the_attempts_so_far(
     while services.queue.depth and time.monotonic() < drained_by:
         time.sleep(0.05)
     assert services.queue.depth == 0
+
+
+def test_a_fix_still_busy_past_its_deadline_answers_504_with_the_attempts_so_far(
+    live: tuple[httpx.Client, Services],
+) -> None:
+    """The job stops its rounds at the deadline, then must save its episode; another writer holds SQLite's
+    write lock meanwhile, so the job is still busy when the deadline's grace runs out. The 504 then carries
+    the attempts the job made (not an empty list), and no episode id yet; the episode is saved once the
+    lock is released."""
+    client, services = live
+    services.queue.shutdown()
+    services.queue = WorkQueue(8, 1, "fix", count_own_time=True)  # no multi-second history (see above)
+    database = services.db.engine.url.database
+    assert database is not None
+    before = client.get("/admin/episodes", params={"origin": "client", "limit": 1}, headers=AUTH).json()
+    writer = sqlite3.connect(database, isolation_level=None, timeout=30)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # a real second writer: the episode's INSERT waits for it
+        started = time.monotonic()
+        r = client.post("/v1/fix", json={"code": NEEDS_MODEL, "max_attempts": 8}, timeout=60)
+        took = time.monotonic() - started
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert r.status_code == 504, r.text
+    body = r.json()
+    assert body["detail"]["attempts"], "the attempts made before the deadline are returned"
+    assert all(a["strategy"] and a["verdict"] for a in body["detail"]["attempts"])
+    assert body["detail"]["episode_id"] is None
+    assert "attempts made so far" in body["error"]
+    assert took < 2.0 + 0.5 + 1.5  # the deadline, its grace, slack: not whenever the job ends
+    drained_by = time.monotonic() + 30
+    while services.queue.depth and time.monotonic() < drained_by:
+        time.sleep(0.05)
+    assert services.queue.depth == 0
+    after = client.get("/admin/episodes", params={"origin": "client", "limit": 1}, headers=AUTH).json()
+    assert after["total"] == before["total"] + 1  # the job saved its episode once the writer let go

@@ -15,10 +15,17 @@ from typing import Any
 
 import pytest
 
-from agent.sandbox import Sandbox, SandboxConfig
+from agent.sandbox import (
+    Sandbox,
+    SandboxConfig,
+    own_start_ticks,
+    pid_alive,
+    process_start_ticks,
+    workdir_owner,
+)
 from service.db import migrate
-from service.db.models import Lease
-from service.db.repositories import NightLock
+from service.db.models import Lease, Run
+from service.db.repositories import NightLock, RunRepository, parse_identity, process_identity
 from service.db.session import Database
 from service.jobs import JobRunner, RunConflict, RunContext
 from service.settings import Settings
@@ -110,6 +117,89 @@ def test_stale_sandbox_work_dirs_are_swept_and_live_ones_kept(tmp_path: Path) ->
     removed = sandbox.sweep_stale_workdirs()
     assert sorted(removed) == sorted([left, legacy])
     assert [p.name for p in root.iterdir()] == [mine.name]
+
+
+def test_a_process_is_its_pid_and_its_start_time() -> None:
+    """Field 22 of /proc/<pid>/stat: the same for the same process, and a pid whose start time differs is
+    another process (a restarted container's daemon gets pid 1 again)."""
+    me = own_start_ticks()
+    assert me is not None and me == process_start_ticks(os.getpid())
+    assert pid_alive(os.getpid()) and pid_alive(os.getpid(), me)
+    assert not pid_alive(os.getpid(), me + 1)
+    parent = os.getppid()
+    assert pid_alive(parent, process_start_ticks(parent))
+    assert not pid_alive(parent, (process_start_ticks(parent) or 0) + 1)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        started = process_start_ticks(child.pid)
+        assert started is not None and started >= me
+        assert process_identity(child.pid) == f"{socket.gethostname()}:{child.pid}@{started}"
+    finally:
+        child.kill()
+        child.wait()
+    assert process_start_ticks(child.pid) is None and not pid_alive(child.pid, started)
+    assert process_identity() == f"{socket.gethostname()}:{os.getpid()}@{me}"
+    assert parse_identity(process_identity()) == (socket.gethostname(), os.getpid(), me)
+    assert parse_identity("old-host:42") == ("old-host", 42, None)
+
+
+def test_a_lease_and_runs_of_our_pid_with_another_start_time_are_taken_over(tmp_path: Path) -> None:
+    """The holder's pid is alive (it is ours) but it started at another time: gone, not alive."""
+    settings = Settings(data_dir=tmp_path, scheduler={"enabled": False})
+    migrate.upgrade(settings.db_url)
+    db = Database(settings.db_url)
+    host, me = socket.gethostname(), own_start_ticks()
+    assert me is not None
+    reused = f"{host}:{os.getpid()}@{me + 1}"  # our pid, an earlier life of it
+    parent = process_identity(os.getppid())  # a live process of this host, with its real start time
+    try:
+        with db.session() as s:
+            s.add(Lease(name="night", holder=reused, expires_at=datetime.now(UTC) + timedelta(minutes=30)))
+        assert NightLock(db).acquire()  # taken over at once, not after its expiry
+        with db.session() as s:
+            lease = s.get(Lease, "night")
+            assert lease is not None and lease.holder == process_identity()
+            lease.holder = parent
+        assert not NightLock(db).acquire()  # a live holder keeps it
+        with db.session() as s:
+            owners = {
+                "reused": reused,
+                "mine": process_identity(),
+                "parent": parent,
+                "legacy-parent": f"{host}:{os.getppid()}",  # an older version's host:pid, pid alive
+            }
+            ids = {}
+            for name, owner in owners.items():
+                run = Run(kind="day", trigger="test", status="running", owner=owner, log="", summary={})
+                s.add(run)
+                s.flush()
+                ids[name] = run.id
+        with db.session() as s:
+            # Fresh heartbeats: only the identity can tell that the first run's process is gone.
+            failed = RunRepository(s).fail_abandoned(timedelta(minutes=30))
+        assert failed == [ids["reused"]]
+        with db.session() as s:
+            run = s.get(Run, ids["reused"])
+            assert run is not None and run.status == "failed" and "abandoned" in (run.error or "")
+    finally:
+        db.dispose()
+
+
+def test_a_sandbox_dir_of_our_pid_with_another_start_time_is_swept(tmp_path: Path) -> None:
+    root = tmp_path / "work"
+    root.mkdir()
+    me = own_start_ticks()
+    assert me is not None
+    reused = root / f"dreamfix-sbx-{os.getpid()}-{me + 1}-abc123"  # our pid, an earlier life of it
+    (reused / "src").mkdir(parents=True)
+    live = root / f"dreamfix-sbx-{os.getpid()}-{me}-def456"
+    live.mkdir()
+    assert workdir_owner(reused.name) == (os.getpid(), me + 1)
+    assert workdir_owner(f"dreamfix-sbx-{os.getpid()}-q1w2e3") == (os.getpid(), None)
+    assert workdir_owner("dreamfix-sbx-q1w2e3") is None
+    sandbox = Sandbox(SandboxConfig(work_root=root))
+    assert sandbox.sweep_stale_workdirs() == [reused]
+    assert [p.name for p in root.iterdir()] == [live.name]
 
 
 def test_a_running_night_gives_its_lease_back_at_shutdown(tmp_path: Path) -> None:

@@ -35,10 +35,12 @@ STATUS_TEXT = {
     401: "no or malformed bearer token",
     403: "the admin API is disabled, or the token is wrong",
     404: "no such resource",
+    408: "the request's headers or body did not arrive within the slow-client deadlines; the socket closes",
     409: "conflicts with a run or version already there",
     413: "request body over the size limit (or, for fix and check, the code in it)",
     422: "invalid request (the detail lists each field)",
-    429: "queue full; see Retry-After",
+    429: "queue full, or this client already holds its share of the check lane; see Retry-After",
+    499: "the client closed the connection before the answer (a fix stops its model rounds)",
     500: "internal error, with an incident id",
     503: "the model is not loaded yet; see Retry-After",
     504: "over the time limit (a fix returns the attempts made so far in detail)",
@@ -50,9 +52,9 @@ _WWW_AUTHENTICATE = {"WWW-Authenticate": {"description": "Bearer", "schema": {"t
 
 def error_responses(*statuses: int, admin: bool = True) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` for the error statuses a route can answer, all ``{"error": ...}`` bodies.
-    Every route may answer 413 (``BodyLimitMiddleware`` caps every request's body) and 500; admin routes
-    401 and 403."""
-    codes = sorted({*statuses, 413, 500, *((401, 403) if admin else ())})
+    Every route may answer 408 (the slow-client deadlines of ``dreamfix serve``, service/api/slowclient.py),
+    413 (``BodyLimitMiddleware`` caps every request's body) and 500; admin routes 401 and 403."""
+    codes = sorted({*statuses, 408, 413, 500, *((401, 403) if admin else ())})
     out: dict[int | str, dict[str, Any]] = {}
     for code in codes:
         entry: dict[str, Any] = {"model": ErrorBody, "description": STATUS_TEXT[code]}

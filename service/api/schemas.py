@@ -252,7 +252,9 @@ class ReadyOut(BaseModel):
     scheduler: Literal["leader", "follower", "stopped", "disabled"] = Field(
         description="Whether this replica runs the scheduled jobs (one leader per database: docs/service.md)."
     )
-    scheduler_holder: str | None = Field(description="host:pid of the replica holding the scheduler lease.")
+    scheduler_holder: str | None = Field(
+        description="host:pid@start (the process start time, clock ticks since boot) of the replica holding the scheduler lease."
+    )
 
 
 class RunCreated(BaseModel):

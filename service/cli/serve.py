@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
 from service.cli import CliError
 from service.settings import get_settings
@@ -34,12 +35,18 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.admin_token is None:
         log.warning("DREAMFIX_ADMIN_TOKEN is not set: the admin API answers 403")
     app = create_app(services)
+    # On SIGTERM/SIGINT: requests in flight get shutdown_grace_s, then they are cancelled and the app's
+    # shutdown (Services.stop) kills the sandbox jails still running and removes their work dirs.
+    options: dict[str, Any] = {
+        **server_options(settings.limits),
+        "timeout_graceful_shutdown": settings.limits.shutdown_grace_s,
+    }
     uvicorn.run(
         app,
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_config=None,
-        **server_options(settings.limits),
+        **options,
     )
     return 0
 

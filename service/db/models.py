@@ -44,7 +44,7 @@ class Run(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    owner: Mapped[str | None] = mapped_column(String(128))  # host:pid of the process running it
+    owner: Mapped[str | None] = mapped_column(String(128))  # host:pid@start of the process running it
     log: Mapped[str] = mapped_column(Text, default="")
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)

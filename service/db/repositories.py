@@ -14,7 +14,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, selectinload
 
 from agent.episodes import ProblemRecord
-from agent.sandbox import pid_alive
+from agent.sandbox import own_start_ticks, pid_alive, process_start_ticks
 from service.db.artifacts import artifact_fields
 from service.db.models import (
     AdapterVersion,
@@ -29,8 +29,33 @@ from service.db.models import (
 )
 
 
-def process_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def process_identity(pid: int | None = None) -> str:
+    """``host:pid@start`` of this process (or of ``pid`` on this host): the start time (clock ticks since boot,
+    ``agent.sandbox.process_start_ticks``) tells a holder apart from a later process that got the same pid
+    (a restarted container's daemon is pid 1 again). ``host:pid`` where the start time cannot be read."""
+    pid = os.getpid() if pid is None else pid
+    start = own_start_ticks() if pid == os.getpid() else process_start_ticks(pid)
+    ident = f"{socket.gethostname()}:{pid}"
+    return ident if start is None else f"{ident}@{start}"
+
+
+def parse_identity(identity: str) -> tuple[str, int | None, int | None]:
+    """(host, pid, start ticks) of a ``process_identity``; an older ``host:pid`` has no start (None), and
+    a string that names no pid gives (host, None, None)."""
+    host, _, rest = identity.rpartition(":")
+    pid, _, start = rest.partition("@")
+    if not pid.isdigit():
+        return host, None, None
+    return host, int(pid), int(start) if start.isdigit() else None
+
+
+def _gone_from_this_host(identity: str) -> bool | None:
+    """For a process of this host: whether it is gone (its pid no longer exists, or belongs to a process
+    that started at another time). None for another host's process, or an identity without a pid."""
+    host, pid, start = parse_identity(identity)
+    if host != socket.gethostname() or pid is None:
+        return None
+    return not pid_alive(pid, start)
 
 
 def _now() -> datetime:
@@ -123,15 +148,15 @@ class RunRepository:
     def fail_abandoned(self, stale_after: timedelta) -> list[int]:
         """Mark runs left queued/running by a process that is gone as failed; returns their ids.
 
-        On this host a run is abandoned when its owning process no longer exists (a crash or a kill -9); a run
+        On this host a run is abandoned when its owning process no longer exists (a crash or a kill -9) or its
+        pid now belongs to a process that started at another time (a restart that got the same pid); a run
         owned by another host (a replica) is abandoned when its heartbeat is older than ``stale_after``.
         """
         failed: list[int] = []
-        host = socket.gethostname()
         for run in self.running():
-            owner_host, _, owner_pid = (run.owner or "").rpartition(":")
-            if owner_host == host and owner_pid.isdigit():
-                abandoned = not pid_alive(int(owner_pid))
+            gone = _gone_from_this_host(run.owner or "")
+            if gone is not None:
+                abandoned = gone
             else:
                 beat = _aware(run.heartbeat_at or run.started_at or run.created_at)
                 abandoned = _now() - beat > stale_after
@@ -144,11 +169,9 @@ class RunRepository:
 
 
 def _holder_gone(holder: str) -> bool:
-    """A lease holder ``host:pid`` on this host whose process no longer exists (killed, crashed)."""
-    host, _, pid = holder.rpartition(":")
-    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
-
-    return True
+    """A lease holder (``process_identity``) on this host whose process no longer exists (killed, crashed)
+    or whose pid now belongs to a process that started at another time."""
+    return _gone_from_this_host(holder) is True
 
 
 # ---------------------------------------------------------------- episodes

@@ -17,6 +17,7 @@ from service.api.deps import ServicesDep
 from service.api.errors import ServiceUnavailable, body_errors, error_response
 from service.api.schemas import CheckRequest, CheckResponse, FixRequest, FixResponse
 from service.app_services import Services
+from service.serving import FixProgress
 from service.workqueue import DeadlineExceeded
 
 router = APIRouter(tags=["public"])
@@ -29,12 +30,20 @@ def _check_code_size(services: Services, code: str) -> None:
         raise HTTPException(413, f"code is {size} bytes; the limit is {limit}")
 
 
-async def _in_check_lane(services: Services, fn: Callable[[], Any], deadline: float) -> Any:
-    """Run ``fn`` in the check lane (bounded: 429 when full) within ``deadline``, waiting included."""
+def _client(request: Request) -> str | None:
+    """The client's address (the peer of the connection; the service trusts no proxy header)."""
+    return request.client.host if request.client is not None else None
+
+
+async def _in_check_lane(
+    services: Services, fn: Callable[[], Any], deadline: float, client: str | None
+) -> Any:
+    """Run ``fn`` in the check lane (bounded: 429 when full, or when ``client`` already holds its share of
+    it) within ``deadline``, waiting included."""
     lane = services.check_queue
     if lane is None:
         return await run_in_threadpool(fn)
-    future = lane.submit(fn, deadline=deadline)
+    future = lane.submit(fn, deadline=deadline, owner=client)
     try:
         return await asyncio.wait_for(
             asyncio.wrap_future(future), timeout=max(0.0, deadline - time.monotonic())
@@ -48,14 +57,16 @@ async def _in_check_lane(services: Services, fn: Callable[[], Any], deadline: fl
 
 
 @router.post("/v1/check", response_model=CheckResponse, responses=body_errors(429, 504, admin=False))
-async def check(body: CheckRequest, services: ServicesDep) -> dict[str, Any]:
+async def check(body: CheckRequest, request: Request, services: ServicesDep) -> dict[str, Any]:
     _check_code_size(services, body.code)
     deadline = time.monotonic() + services.settings.limits.check_timeout_s
-    result: dict[str, Any] = await _in_check_lane(services, lambda: services.serving.check(body), deadline)
+    result: dict[str, Any] = await _in_check_lane(
+        services, lambda: services.serving.check(body), deadline, _client(request)
+    )
     return result
 
 
-@router.post("/v1/fix", response_model=FixResponse, responses=body_errors(429, 503, 504, admin=False))
+@router.post("/v1/fix", response_model=FixResponse, responses=body_errors(429, 499, 503, 504, admin=False))
 async def fix(body: FixRequest, request: Request, services: ServicesDep) -> Any:
     limits = services.settings.limits
     _check_code_size(services, body.code)
@@ -67,7 +78,9 @@ async def fix(body: FixRequest, request: Request, services: ServicesDep) -> Any:
     deadline = time.monotonic() + limits.request_timeout_s
     # The fast lane: what the check and rustc's suggestions settle never waits behind model work.
     fast_deadline = min(deadline, time.monotonic() + limits.check_timeout_s)
-    quick = await _in_check_lane(services, lambda: serving.fix_without_model(body), fast_deadline)
+    quick = await _in_check_lane(
+        services, lambda: serving.fix_without_model(body), fast_deadline, _client(request)
+    )
     if quick is not None:
         services.metrics.observe_fix(quick["fixed"], quick["verified"])
         return quick
@@ -80,19 +93,29 @@ async def fix(body: FixRequest, request: Request, services: ServicesDep) -> Any:
     return result
 
 
-def _timed_out(services: Services, attempts: list[Any], episode_id: int | None = None) -> JSONResponse:
+def _timed_out(
+    services: Services, attempts: list[Any], episode_id: int | None = None, note: str | None = None
+) -> JSONResponse:
     limit = services.settings.limits.request_timeout_s
     detail = {"attempts": jsonable_encoder(attempts), "episode_id": episode_id}
-    return error_response(504, f"the fix took longer than the request time limit ({limit:g}s)", detail)
+    message = f"the fix took longer than the request time limit ({limit:g}s)"
+    return error_response(504, f"{message}: {note}" if note else message, detail)
+
+
+#: The 504 of a fix that never ran: its empty attempts are the whole story.
+NEVER_RAN = "it waited in the model queue past its deadline and never ran, so no attempt was made"
 
 
 async def _run_model_job(
     services: Services, body: FixRequest, request: Request, deadline: float
 ) -> dict[str, Any] | JSONResponse:
-    """Queue the model job with the request's deadline; stop it when the client goes away."""
+    """Queue the model job with the request's deadline; stop it when the client goes away. Past the deadline
+    (and a grace for its last step) the answer is a 504 with the attempts the job made so far."""
     gone = threading.Event()
+    progress = FixProgress()
     future = services.queue.submit(
-        lambda: services.serving.fix(body, deadline=deadline, should_stop=gone.is_set), deadline=deadline
+        lambda: services.serving.fix(body, deadline=deadline, should_stop=gone.is_set, progress=progress),
+        deadline=deadline,
     )
     services.metrics.queue_depth.set(services.queue.depth)
     waiter = asyncio.wrap_future(future)
@@ -109,11 +132,18 @@ async def _run_model_job(
                 return error_response(499, "the client closed the connection")
             if time.monotonic() >= deadline + grace:
                 gone.set()
-                future.cancel()
-                return _timed_out(services, [])
+                if future.cancel():
+                    return _timed_out(services, [], note=NEVER_RAN)
+                # Still running its last step (a check, saving the episode): what it made so far.
+                note = "the attempts made so far are in detail" + (
+                    "; the job is finishing its last step, its episode is recorded when it ends"
+                    if progress.episode_id is None
+                    else ""
+                )
+                return _timed_out(services, progress.attempts_out(), progress.episode_id, note=note)
     finally:
         services.metrics.queue_depth.set(services.queue.depth)
     try:
         return waiter.result()
     except DeadlineExceeded:
-        return _timed_out(services, [])
+        return _timed_out(services, [], note=NEVER_RAN)
