@@ -506,13 +506,21 @@ def train_config(settings: Settings) -> TrainConfig:
         threshold=share.variance_threshold,
         k_cap=share.k_cap,
         copy_weight=night.copy_weight,
+        phi=share.phi,
     )
 
 
-def _step_control(progress: NightProgress) -> Any:
+def _step_control(progress: NightProgress, tasks_left: int = 1) -> Any:
+    """Training's hooks: progress per step, and a stop at this task's fair share of the stage's remaining
+    time (``NightProgress.share_deadline``: the rest of the train stage split evenly over the tasks still to
+    train, so a task that finishes early leaves its time to the later ones)."""
     from learner.share.training import StepControl
 
-    return StepControl(on_step=lambda _step, _loss: progress.advance(), should_stop=progress.over_budget)
+    until = progress.share_deadline(tasks_left)
+    return StepControl(
+        on_step=lambda _step, _loss: progress.advance(),
+        should_stop=lambda: progress.over_budget() or progress.clock() >= until,
+    )
 
 
 def _note_cut(progress: NightProgress, task: str, steps: int, planned: int) -> None:
@@ -584,6 +592,9 @@ class Night:
         runtime = shadow.runtime
         model_id = runtime.model_id
         ctx.log(f"night model {model_id} loaded")
+        # The served versions, before the self-generated data: expert iteration refines what is served, so
+        # each routed problem is asked with its task's served (task, version) key.
+        shadow.sync()
 
         pools = build_pools(night.gate_pool, night.test_pool, eval_koans(self.koans_dir))
         pairs = collect_pairs(ctx, self.sandbox, self.koans_dir, pools)
@@ -636,7 +647,7 @@ class Night:
         else:
             basis = load_bases(basis_path)
             basis_id, bases = basis.basis_id, basis.bases
-            shadow.sync()  # installs the active versions (if they live in this basis)
+            shadow.sync()  # done before the data; a no-op unless the active versions moved since
             if shadow.bank is None or shadow.bank.basis_id != basis_id:
                 shadow.bank = attach_share(runtime.model, bases, base_model_id=model_id)
                 runtime.bank = shadow.bank
@@ -733,12 +744,13 @@ class Night:
         progress: NightProgress,
         lock: Any,
     ) -> dict[str, Any]:
-        """First night: one LoRA seed per task (at least one step each once the budget is spent)."""
+        """First night: one LoRA seed per task (a cut train stage is shared equally by the tasks left, at
+        least one step each: ``_step_control``)."""
         from learner.share.seeds import train_lora_seed
 
         progress.stage("train", train.seed_steps * len(data))
         seeds = {}
-        for task, examples in data.items():
+        for i, (task, examples) in enumerate(data.items()):
             ctx.log(f"LoRA seed {task}: {len(examples)} examples, {train.seed_steps} steps")
             result = train_lora_seed(
                 runtime.model,
@@ -747,7 +759,7 @@ class Night:
                 task,
                 train.seed_config(),
                 base_model_id=runtime.model_id,
-                control=_step_control(progress),
+                control=_step_control(progress, len(data) - i),
             )
             _note_cut(progress, task, len(result.losses), train.seed_steps)
             seeds[task] = result.seed
@@ -765,13 +777,20 @@ class Night:
     ) -> dict[str, Any]:
         """Phase 2 per task, warm-started from the served version of the task (it lives in this basis: sync
         installed only those), so a night refines what is served instead of starting from noise."""
-        from learner.share.phases import phase2
+        from learner.share.phases import max_phi, phase2
 
         runtime, bank = shadow.runtime, shadow.bank
         assert runtime is not None and bank is not None
+        # share.phi temporary directions (such candidates are always merged: _merge_due), capped at k/4 of
+        # the basis's smallest layer; 0 when the basis is too narrow for any
+        phi = min(train.phi, max_phi(bank.bases))
+        if train.phi:
+            ctx.summary["phi"] = phi
+            if phi != train.phi:
+                ctx.log(f"phase 2: share.phi = {train.phi} capped to {phi} (k/4 of the smallest layer)")
         progress.stage("train", train.phase2_steps * len(data))
         results = {}
-        for task, examples in data.items():
+        for i, (task, examples) in enumerate(data.items()):
             ctx.log(f"phase 2 {task}: {len(examples)} examples, {train.phase2_steps} steps")
             init = bank.coefficients(task) if task in bank.tasks() else None
             if init is not None:
@@ -781,10 +800,10 @@ class Night:
                 runtime.tokenizer,
                 bank,
                 examples,
-                train.phase2_config(),
+                train.phase2_config(phi=phi),
                 task=task,
                 init=init,
-                control=_step_control(progress),
+                control=_step_control(progress, len(data) - i),
             )
             _note_cut(progress, task, len(res.losses), train.phase2_steps)
             results[task] = res

@@ -5,8 +5,9 @@ a stage that ends early leaves its time to the next): ``data`` (self-generated t
 samples, the costly part of the data), ``baseline`` (the served version on the gate pool and the eval
 koans), ``train`` (LoRA seeds or Phase 2 steps) and ``gate`` (each candidate on its gate-pool subset).
 ``data`` and ``train`` stop in time: past their deadline the remaining problems get their reference target
-and training ends after the current step (every task gets at least one) — the night carries on with what it
-has and says so in ``summary["budget"]``. The baseline and gate are never cut (a half-run gate decides nothing); an
+and training ends after the current step (every task gets at least one; each task may use an equal share
+of the train stage's remaining time, ``share_deadline``) — the night carries on with what it has and says so
+in ``summary["budget"]``. The baseline and gate are never cut (a half-run gate decides nothing); an
 overrun shows in the progress.
 
 ``summary["progress"]`` (stage, done, total, elapsed and remaining estimates) and ``summary["peak_rss_mb"]``
@@ -78,6 +79,12 @@ class NightProgress:
 
     def deadline(self) -> float:
         return self.started + self.budget_s * STAGE_ENDS.get(self.name, 1.0)
+
+    def share_deadline(self, parts: int) -> float:
+        """The instant one of ``parts`` equal shares of the stage's remaining time ends, from now: training
+        gives each task left ``(deadline − now) / tasks left``."""
+        now = self.clock()
+        return now + max(0.0, self.deadline() - now) / max(1, parts)
 
     def over_budget(self) -> bool:
         """True once a stoppable stage has used its share of the budget."""

@@ -1,19 +1,23 @@
 """Self-generated verified training data (expert iteration / ReST-EM) for the night.
 
 For every training problem the model is first asked greedily, with exactly the prompt serving sends
-(``agent.prompt.build_messages``). A greedy reply that the sandbox verifies is kept word for word. For a
+(``agent.prompt.build_messages``) and the route key serving would use (its task's served version). Every
+reply is judged as the fix loop judges a fix (``agent.validation.judge_candidate``: it compiles, the tests
+pass, and in ``test`` mode every original ``#[test]`` still exists, ran and passed, and no
+``todo!()``/``unimplemented!()`` was added). A greedy reply the judge accepts is kept word for word. For a
 problem the model fails greedily, ``k`` replies are sampled in one batch (temperature > 0; the runtime seeds
-row i with ``seed + i``), each is parsed and verified in the sandbox, and every passing reply with a distinct
-fixed program is kept word for word — the cause sentence the model wrote and its program — as a training
-target. Only where no sample passes is the reference fix used, and then in the serving reply's shape: a
-cause sentence first, then the program.
+row i with ``seed + i``), each is parsed and judged, and every passing reply with a distinct fixed program is
+kept word for word — the cause sentence the model wrote and its program — as a training target. Only where
+no sample passes is the reference fix used, and then in the serving reply's shape: a cause sentence first,
+then the program.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from agent.diagnostics import Diagnostic
 from agent.generators import normalize
@@ -27,7 +31,8 @@ from agent.prompt import (
     format_program_answer,
     parse_reply,
 )
-from agent.sandbox import Job, Sandbox
+from agent.sandbox import Sandbox
+from agent.validation import judge_candidate
 
 Messages = list[dict[str, str]]
 TargetKind = Literal["greedy", "sampled", "reference", "episode"]  # episode: a verified served reply
@@ -113,12 +118,19 @@ def reference_answer(problem: SelfProblem, output_format: OutputFormat) -> str:
 def _verified(
     sandbox: Sandbox, problems: Sequence[SelfProblem], replies: Sequence[str], output_format: OutputFormat
 ) -> list[str | None]:
-    """The fixed program of each reply when the sandbox verifies it (compiles, tests pass), else None."""
+    """The fixed program of each reply when the fix loop's judge accepts it (``judge_candidate``: compiles,
+    tests pass, and in ``test`` mode every original ``#[test]`` still exists, ran and passed and no
+    ``todo!()``/``unimplemented!()`` was added), else None."""
     programs = [parse_reply(text, p.source, output_format) for p, text in zip(problems, replies, strict=True)]
     todo = [i for i, prog in enumerate(programs) if prog is not None and prog != problems[i].source]
-    results = sandbox.verify_many(
-        [Job(programs[i] or "", problems[i].mode, problems[i].edition, problems[i].tests) for i in todo]
-    )
+
+    def judge(i: int) -> Any:
+        p = problems[i]
+        return judge_candidate(sandbox, p.source, programs[i] or "", p.mode, p.edition, p.tests)
+
+    workers = max(1, min(sandbox.config.max_concurrency, len(todo)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="self-data") as pool:
+        results = list(pool.map(judge, todo))
     out: list[str | None] = [None] * len(problems)
     for i, result in zip(todo, results, strict=True):
         if result.ok:

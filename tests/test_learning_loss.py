@@ -1,12 +1,17 @@
-"""Edit-weighted loss (learner/share/examples.py) with the tiny model's real tokenizer and forward pass."""
+"""Edit-weighted loss and the answer-positions-only LM loss (learner/share/examples.py) with the tiny model's
+real tokenizer and forward pass."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 import torch
 
+from agent.prompt import format_program_answer
 from learner.share.examples import (
     IGNORE_INDEX,
+    EncodedExample,
     collate,
     collate_weights,
     copied_line_mask,
@@ -98,4 +103,101 @@ def test_phase2_trains_with_the_edit_weighted_loss(fresh_tiny_model) -> None:
     plain = phase2(model, tokenizer, bank, data, Phase2Config(**cfg), task="a")
     edit = phase2(model, tokenizer, bank, data, Phase2Config(**cfg, copy_weight=0.0), task="b")
     assert all(torch.isfinite(torch.tensor(x)) for x in edit.losses)
+    assert edit.losses[0] != pytest.approx(plain.losses[0], rel=1e-6)
+
+
+OTHER_BROKEN = 'fn main() {\n    let v = vec![1];\n    let w = v;\n    println!("{:?}", v);\n}\n'
+OTHER_REPLY = "Borrow it.\n" + format_program_answer(OTHER_BROKEN.replace("= v;", "= &v;"))
+OTHER_MESSAGES = [{"role": "user", "content": f"Fix this program:\n```rust\n{OTHER_BROKEN}```"}]
+
+
+def _two_examples(tokenizer: Any, copy_weight: float = 1.0) -> list[EncodedExample]:
+    """Two examples of different lengths (the batch is padded), edit-weighted when copy_weight < 1."""
+    return [
+        encode_example(tokenizer, m, a, 512, source=m[0]["content"], copy_weight=copy_weight)
+        for m, a in ((MESSAGES, FIXED_REPLY), (OTHER_MESSAGES, OTHER_REPLY))
+    ]
+
+
+@pytest.mark.parametrize("copy_weight", [1.0, 0.25])
+def test_answer_positions_loss_equals_the_full_logits_loss_and_its_gradients(
+    fresh_tiny_model, copy_weight: float
+) -> None:
+    """answer_lm_loss runs the backbone and the output layer on the answer positions only; value and
+    gradients equal the full-logits loss (the model's own for the plain loss, weighted_lm_loss else)."""
+    from learner.share.examples import answer_lm_loss
+
+    model, tokenizer = fresh_tiny_model
+    encoded = _two_examples(tokenizer, copy_weight)
+    batch = collate(encoded, pad_token_id(tokenizer), "cpu")
+    assert len(encoded[0].input_ids) != len(encoded[1].input_ids)
+    weights = collate_weights(encoded, "cpu") if copy_weight != 1.0 else None
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def loss_and_grads(full: bool) -> tuple[float, list[torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        if not full:
+            loss = answer_lm_loss(model, batch, weights)
+        elif weights is None:
+            loss = model(**batch).loss
+        else:
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            loss = weighted_lm_loss(model(**inputs).logits, batch["labels"], weights)
+        loss.backward()
+        return float(loss.detach()), [
+            p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params
+        ]
+
+    full_loss, full_grads = loss_and_grads(full=True)
+    loss, grads = loss_and_grads(full=False)
+    assert loss == pytest.approx(full_loss, abs=1e-5)
+    for g_full, g in zip(full_grads, grads, strict=True):
+        assert torch.allclose(g, g_full, atol=1e-6, rtol=1e-4)
+    assert any(float(g.abs().sum()) > 0 for g in grads)
+
+
+def _lm_head_rows(model: Any) -> tuple[list[tuple[int, ...]], Any]:
+    shapes: list[tuple[int, ...]] = []
+    handle = model.lm_head.register_forward_hook(lambda _m, args, _out: shapes.append(tuple(args[0].shape)))
+    return shapes, handle
+
+
+def test_lora_seeds_and_phase2_apply_the_output_layer_to_answer_tokens_only(fresh_tiny_model) -> None:
+    """Both trainers compute the LM head only on the positions that predict answer tokens: a 2-d input of
+    (answer tokens × hidden), never (batch × length × hidden)."""
+    from learner.share.layer import attach_share
+    from learner.share.phases import Phase2Config, phase1, phase2
+    from learner.share.seeds import SeedConfig, train_lora_seed
+    from tests.helpers import random_seed
+
+    model, tokenizer = fresh_tiny_model
+    data = [(MESSAGES, FIXED_REPLY), (OTHER_MESSAGES, OTHER_REPLY)]
+    answer_tokens = sum(
+        sum(1 for label in e.labels if label != IGNORE_INDEX) for e in _two_examples(tokenizer)
+    )
+    hidden = model.config.hidden_size
+    shapes, handle = _lm_head_rows(model)
+    try:
+        train_lora_seed(
+            model, tokenizer, data, "s", SeedConfig(rank=2, steps=2, batch_size=2, progress=False)
+        )
+        assert shapes == [(answer_tokens, hidden)] * 2
+        shapes.clear()
+        bank = attach_share(model, phase1([random_seed(model, "a", 0, rank=2)], threshold=1.0).bases)
+        phase2(model, tokenizer, bank, data, Phase2Config(steps=2, batch_size=2, progress=False))
+        assert shapes == [(answer_tokens, hidden)] * 2
+    finally:
+        handle.remove()
+
+
+def test_lora_seeds_take_the_edit_weighted_loss_from_the_train_config(fresh_tiny_model) -> None:
+    from learner.share.config import TrainConfig
+    from learner.share.seeds import train_lora_seed
+
+    model, tokenizer = fresh_tiny_model
+    data = [(MESSAGES, FIXED_REPLY), (OTHER_MESSAGES, OTHER_REPLY)]
+    train = TrainConfig(lora_rank=2, seed_steps=1, batch_size=2, copy_weight=0.0)
+    assert train.seed_config().copy_weight == 0.0 == train.phase2_config().copy_weight
+    plain = train_lora_seed(model, tokenizer, data, "p", train.with_(copy_weight=1.0).seed_config())
+    edit = train_lora_seed(model, tokenizer, data, "e", train.seed_config())
     assert edit.losses[0] != pytest.approx(plain.losses[0], rel=1e-6)

@@ -1,6 +1,7 @@
 """Self-generated verified training data (service/self_data.py): the tiny model's greedy replies fail, a
 planted sampled reply that the real sandbox verifies becomes a training target word for word, and a problem
-with no passing sample falls back to its reference fix with a cause sentence, in the serving reply's shape."""
+with no passing sample falls back to its reference fix with a cause sentence, in the serving reply's shape;
+replies are judged like the fix loop judges a fix (a test-deleting reply is never a target)."""
 
 from __future__ import annotations
 
@@ -79,3 +80,31 @@ def test_a_sampled_program_that_compiles_but_fails_the_tests_is_not_kept(tiny_ru
     generate, _ = model_fns(tiny_runtime, GenerationParams(max_new_tokens=8), None)
     targets, stats = self_generated_targets([problem], sandbox, generate, sample, k=2, seed=0, hints=False)
     assert [t.kind for t in targets[0]] == ["reference"] and stats.sampled_targets == 0
+
+
+def test_a_reply_that_deletes_an_original_test_never_becomes_a_training_target() -> None:
+    """Training data obeys the fix loop's test-mode judge (agent.validation.judge_candidate): a greedy or
+    sampled reply that compiles and passes what is left after deleting a test is not kept; an honest one is."""
+    from tests.test_reliability_judge import BROKEN, FIXED, ONE_TEST_DELETED, TESTS_DELETED
+
+    sandbox = Sandbox(SandboxConfig())
+    result = sandbox.check(BROKEN, "test")
+    assert not result.ok
+    problem = SelfProblem(BROKEN, result.diagnostics, FIXED, "test", "2021", None)
+    assert sandbox.verify(TESTS_DELETED, "test").ok  # the plain sandbox calls it fixed
+
+    def generate(prompts: list[list[dict[str, str]]], keys: list[object] | None) -> list[Reply]:
+        return [Reply("The tests were in the way.\n\n" + format_program_answer(TESTS_DELETED))] * len(prompts)
+
+    def sample(prompts: list[list[dict[str, str]]], keys: list[object] | None, seed: int) -> list[Reply]:
+        return [Reply("One test was wrong.\n\n" + format_program_answer(ONE_TEST_DELETED))] * len(prompts)
+
+    targets, stats = self_generated_targets([problem], sandbox, generate, sample, k=2, seed=0, hints=False)
+    assert [t.kind for t in targets[0]] == ["reference"]
+    assert (stats.greedy_pass, stats.sampled_targets, stats.reference_only) == (0, 0, 1)
+
+    def honest(prompts: list[list[dict[str, str]]], keys: list[object] | None) -> list[Reply]:
+        return [Reply("The literal must be a number.\n\n" + format_program_answer(FIXED))] * len(prompts)
+
+    targets, stats = self_generated_targets([problem], sandbox, honest, sample, k=2, seed=0, hints=False)
+    assert [t.kind for t in targets[0]] == ["greedy"] and stats.greedy_pass == 1

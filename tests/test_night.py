@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -177,4 +178,62 @@ def test_night_two_phase2_starts_from_night_ones_served_coefficients(
             for key in before:
                 assert torch.allclose(before[key].eb, after[key].eb, atol=1e-6)
                 assert torch.allclose(before[key].ea, after[key].ea, atol=1e-6)
+    services.stop()
+
+
+@pytest.mark.slow
+def test_self_data_asks_each_problem_with_its_tasks_served_version(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Expert iteration refines what is served: after night 1 promoted its candidates, night 2's
+    self-generated data asks every routed problem with its task's served (task, version) key, not the base
+    model's. The keys are observed on the real runtime's ``generate`` (a recording wrapper) while the night
+    builds its self-generated targets."""
+    import service.night as night_module
+    from service.compose import load_runtime
+
+    settings = make_settings(tmp_path, tiny_model_dir)
+    settings.night.eval_limit = 2
+    settings.night.gate_pool = 3
+    asked: list[object] = []
+    recording: list[bool] = []
+
+    def factory() -> Any:
+        runtime = load_runtime(settings)
+        real = runtime.generate
+
+        def generate(prompts: Any, params: Any, keys: Any = None, snapshot: Any = None) -> Any:
+            if recording:
+                asked.extend(keys if keys is not None else [None] * len(prompts))
+            return real(prompts, params, keys, snapshot)
+
+        runtime.generate = generate  # type: ignore[method-assign]
+        return runtime
+
+    real_targets = night_module.self_generated_targets
+
+    def observed_targets(*args: Any, **kwargs: Any) -> Any:
+        recording.append(True)
+        try:
+            return real_targets(*args, **kwargs)
+        finally:
+            recording.pop()
+
+    monkeypatch.setattr(night_module, "self_generated_targets", observed_targets)
+    services = Services.build(settings, runtime_factory=factory)
+    first = services.jobs.run_now("night")  # self_samples = 0: reference targets, the model is not asked
+    with services.db.session() as s:
+        run = RunRepository(s).get(first)
+        assert run is not None and run.status == "succeeded", run and run.error
+        promoted = run.summary["promoted"]
+    assert sorted(p.split("@")[0] for p in promoted) == sorted(settings.night.tasks or [])
+    assert asked == []
+    settings.night.self_samples = 1
+    second = services.jobs.run_now("night")
+    with services.db.session() as s:
+        run = RunRepository(s).get(second)
+        assert run is not None and run.status == "succeeded", run and run.error
+        assert run.summary["self_data"]["problems"] > 0
+    served = {(p.split("@v")[0], int(p.split("@v")[1])) for p in promoted}
+    assert asked and set(asked) == served, set(asked)
     services.stop()

@@ -133,3 +133,104 @@ def test_a_tiny_budget_ends_sampling_and_training_early_and_says_so(
     assert self_data["budget_skipped"] == self_data["problems"] > 0 and self_data["samples"] == 0
     assert "wall budget: stage data ends early" in log
     assert summary["candidates"] and "gate" in summary  # the night still gated what it trained
+
+
+class SteppedProgress(NightProgress):
+    """Each training step takes one second of a fake clock (``advance`` is the night's per-step hook)."""
+
+    def __init__(self, *args: Any, fake: FakeClock, **kwargs: Any) -> None:
+        super().__init__(*args, clock=fake, **kwargs)
+        self.fake = fake
+
+    def advance(self, n: int = 1) -> None:
+        if self.name == "train":
+            self.fake.now += n
+        super().advance(n)
+
+
+class _Lock:
+    def renew(self) -> None:
+        pass
+
+
+def _training_night(tmp_path: Path, tiny_model_dir: Path) -> tuple[Any, RunContext, SteppedProgress]:
+    """A Night, a run context and a progress whose train stage has 9 fake seconds left (of its 80)."""
+    from service.night import Night
+
+    settings = make_settings(tmp_path, tiny_model_dir)
+    migrate.upgrade(settings.db_url)
+    db = Database(settings.db_url)
+    with db.session() as s:
+        run_id = RunRepository(s).create("night", "test").id
+    ctx = RunContext(run_id, "night", db, settings)
+    clock = FakeClock()
+    progress = SteppedProgress(ctx, budget_s=100.0, every_s=1e9, every_items=10_000, fake=clock)
+    clock.now = progress.started + 71.0  # the train stage ends at 80% of the budget: 9 s, one step each
+    night = Night(settings, db, None, lambda: None)  # type: ignore[arg-type,return-value]
+    return night, ctx, progress
+
+
+def _steps_per_task(ctx: RunContext) -> dict[str, int]:
+    out = {}
+    for entry in ctx.summary["budget"]["stopped_early"]:
+        found = re.fullmatch(r"training (\S+) after (\d+) of \d+ steps", entry["what"])
+        assert found, entry
+        out[found.group(1)] = int(found.group(2))
+    return out
+
+
+EXAMPLES = [
+    ([{"role": "user", "content": 'Fix: let x: i32 = "1";'}], "let x: i32 = 1;"),
+    ([{"role": "user", "content": "Fix: let v = w; v.push(1);"}], "let mut v = w; v.push(1);"),
+]
+
+
+def test_a_cut_train_stage_is_shared_equally_by_the_tasks(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The wall budget cuts training: each task gets an equal share of the stage's remaining time (9 s over
+    3 tasks: 3 steps each), not the first task everything and the others one step."""
+    from learner.runtime import ModelRuntime
+    from learner.share.config import TrainConfig
+    from learner.tiny import build_tiny_model
+
+    night, ctx, progress = _training_night(tmp_path, tiny_model_dir)
+    model, tokenizer = build_tiny_model(0)
+    runtime = ModelRuntime(model, tokenizer, device="cpu", model_id="tiny")
+    train = TrainConfig(lora_rank=2, seed_steps=20, batch_size=1, max_length=128)
+    data = {task: EXAMPLES for task in ("a", "b", "c")}
+    seeds = night._train_seeds(ctx, data, runtime, train, progress, _Lock())
+    assert set(seeds) == set(data)
+    steps = _steps_per_task(ctx)
+    assert set(steps) == set(data) and max(steps.values()) - min(steps.values()) <= 1, steps
+    assert sum(steps.values()) == 9
+
+
+def test_phase2_gets_share_phi_capped_to_the_basis_and_the_fair_budget(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """share.phi reaches Phase 2 (capped at k/4 of the smallest layer basis: 4/4 = 1 here, not 3), and Phase 2
+    shares a cut train stage equally too."""
+    from types import SimpleNamespace
+
+    from learner.runtime import ModelRuntime
+    from learner.share.layer import attach_share
+    from learner.share.phases import max_phi, phase1
+    from learner.tiny import build_tiny_model
+    from service.night import train_config
+    from tests.helpers import random_seed
+
+    night, ctx, progress = _training_night(tmp_path, tiny_model_dir)
+    model, tokenizer = build_tiny_model(0)
+    bases = phase1([random_seed(model, "s0", 0), random_seed(model, "s1", 1)], threshold=1.0, cap=4).bases
+    assert max_phi(bases) == 1
+    bank = attach_share(model, bases)
+    shadow = SimpleNamespace(runtime=ModelRuntime(model, tokenizer, device="cpu", model_id="tiny"), bank=bank)
+    night.settings.share.phi = 3
+    night.settings.share.train_steps = 20
+    train = train_config(night.settings)
+    assert train.phi == 3 and train.phase2_config().phi == 3
+    data = {task: EXAMPLES for task in ("a", "b", "c")}
+    results = night._train_phase2(ctx, data, shadow, train, progress, _Lock())
+    assert {task: r.phi for task, r in results.items()} == dict.fromkeys(data, 1)
+    assert ctx.summary["phi"] == 1
+    steps = _steps_per_task(ctx)
+    assert set(steps) == set(data) and max(steps.values()) - min(steps.values()) <= 1, steps

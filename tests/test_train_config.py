@@ -69,3 +69,14 @@ def test_an_experiment_saved_before_a_new_option_resumes_at_its_default(tmp_path
 class _Root:
     def __init__(self, root: Path, config: ExperimentConfig) -> None:
         self.root, self.config = root, config
+
+
+def test_share_phi_and_copy_weight_reach_both_trainers_configs() -> None:
+    """share.phi goes to Phase 2 through TrainConfig (a caller fitting φ to a basis passes its own); the
+    edit-weighted loss reaches the LoRA seeds as well as Phase 2."""
+    night = train_config(Settings(share={"phi": 2}, night={"copy_weight": 0.25}))
+    assert night.phi == 2 and night.phase2_config().phi == 2 and night.phase2_config(phi=1).phi == 1
+    assert night.seed_config().copy_weight == 0.25 == night.phase2_config().copy_weight
+    assert TrainConfig().phase2_config().phi == 0
+    with pytest.raises(ValueError, match="phi must be"):
+        TrainConfig(phi=-1)

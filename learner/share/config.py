@@ -29,7 +29,8 @@ class TrainConfig:
     pseudo_rank: int = 1
     threshold: float = 0.6  # Phase 1 explained-variance threshold
     k_cap: int = 32
-    copy_weight: float = 1.0  # edit-weighted loss (1 = plain)
+    copy_weight: float = 1.0  # edit-weighted loss (1 = plain), for the LoRA seeds and Phase 2 alike
+    phi: int = 0  # Phase 2's temporary basis directions per side (≤ k/4); φ > 0 tasks are merged (Phase 3)
 
     def __post_init__(self) -> None:
         positive = {
@@ -50,6 +51,8 @@ class TrainConfig:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
         if not 0.0 <= self.copy_weight <= 1.0:
             raise ValueError(f"copy_weight must be in [0, 1], got {self.copy_weight}")
+        if self.phi < 0:
+            raise ValueError(f"phi must be ≥ 0, got {self.phi}")
 
     def seed_config(
         self, *, seed: int | None = None, target_modules: Any = None, steps: int | None = None
@@ -66,14 +69,17 @@ class TrainConfig:
             max_length=self.max_length,
             seed=self.seed if seed is None else seed,
             progress=False,
+            copy_weight=self.copy_weight,
         )
 
     def phase2_config(
-        self, *, pseudo_rank: int | None = None, phi: int = 0, steps: int | None = None
+        self, *, pseudo_rank: int | None = None, phi: int | None = None, steps: int | None = None
     ) -> Phase2Config:
+        """The Phase 2 recipe; ``phi`` None takes ``self.phi`` (a caller that fits φ to a basis passes its
+        own, e.g. ``min(phi, max_phi(bases))``)."""
         return Phase2Config(
             pseudo_rank=pseudo_rank or self.pseudo_rank,
-            phi=phi,
+            phi=self.phi if phi is None else phi,
             steps=steps if steps is not None else self.phase2_steps,
             learning_rate=self.phase2_lr,
             batch_size=self.batch_size,

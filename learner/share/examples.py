@@ -3,18 +3,19 @@
 An example is ``(messages, answer)``: the chat messages the agent's prompt builder produced and the reply
 to learn. The prompt is rendered by the tokenizer's own chat template with the generation prompt — exactly
 the text inference feeds the model — and the answer is whatever the template appends for an assistant turn
-(the reply plus its end-of-turn marker). Loss is on those answer tokens only.
+(the reply plus its end-of-turn marker). Loss is on those answer tokens only, and the output layer runs on
+their positions only (``answer_lm_loss``).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 Message = dict[str, str]
 Example = tuple[list[Message], str]
@@ -125,7 +126,9 @@ def collate_weights(batch: Sequence[EncodedExample], device: torch.device | str)
 
 
 def weighted_lm_loss(logits: Tensor, labels: Tensor, weights: Tensor) -> Tensor:
-    """Causal-LM cross entropy with per-token weights: sum(w * nll) / sum(w) over label positions."""
+    """Causal-LM cross entropy with per-token weights: sum(w * nll) / sum(w) over label positions, from
+    full (batch × length × vocab) logits. Training uses ``answer_lm_loss`` (same value, a fraction of the
+    memory); this is its reference."""
     shift_logits = logits[:, :-1, :].float()
     shift_labels = labels[:, 1:]
     shift_w = weights[:, 1:] * (shift_labels != IGNORE_INDEX)
@@ -136,6 +139,29 @@ def weighted_lm_loss(logits: Tensor, labels: Tensor, weights: Tensor) -> Tensor:
         reduction="none",
     ).view_as(shift_labels)
     return (nll * shift_w).sum() / shift_w.sum().clamp_min(1e-8)
+
+
+def answer_lm_loss(model: nn.Module, batch: Mapping[str, Tensor], weights: Tensor | None = None) -> Tensor:
+    """The causal-LM loss of ``batch`` (``collate``'s tensors) with the output layer applied to the answer
+    positions only: the backbone (``get_decoder()``: ``model.model`` for Qwen2; a PEFT wrapper is looked
+    through, its adapters stay in the forward) gives the hidden states, the ones at positions that predict a
+    label (label ≠ IGNORE_INDEX one step later) are gathered, and only those go through ``lm_head`` — not
+    float32 logits over the whole vocabulary for every prompt token. ``weights`` None: the mean NLL over the
+    answer tokens (Hugging Face's causal-LM loss); else sum(w · nll) / sum(w) (``weighted_lm_loss``)."""
+    unwrap = getattr(model, "get_base_model", None)
+    base: Any = unwrap() if callable(unwrap) else model
+    body, head = base.get_decoder(), base.get_output_embeddings()
+    hidden = body(
+        input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
+    ).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    scored = targets != IGNORE_INDEX
+    logits = head(hidden[:, :-1][scored]).float()  # (answer tokens × vocab)
+    nll = torch.nn.functional.cross_entropy(logits, targets[scored], reduction="none")
+    if weights is None:
+        return nll.mean()
+    w = weights[:, 1:][scored].to(nll.dtype)
+    return (nll * w).sum() / w.sum().clamp_min(1e-8)
 
 
 def pad_token_id(tokenizer: Any) -> int:

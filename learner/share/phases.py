@@ -24,12 +24,12 @@ from learner.share.bank import BankSnapshot, LayerState, ShareBank
 from learner.share.examples import (
     EncodedExample,
     Example,
+    answer_lm_loss,
     batch_stream,
     collate,
     collate_weights,
     encode_all,
     pad_token_id,
-    weighted_lm_loss,
 )
 from learner.share.layer import share_layers
 from learner.share.math import (
@@ -131,6 +131,11 @@ class Phase2Result:
         )
 
 
+def max_phi(bases: Mapping[str, LayerBasis]) -> int:
+    """The largest φ every layer of ``bases`` allows (k/4 of the smallest side of the smallest layer)."""
+    return min((min(b.k_beta, b.k_alpha) for b in bases.values()), default=0) // 4
+
+
 class CoefficientTrainer:
     """Trainable Share coefficients (and optional φ directions) for one task on a model with ShareLinear
     layers. Used by Phase 2 (random init) and by the optional Phase 3 fine-tune (init from the merge)."""
@@ -214,13 +219,11 @@ class CoefficientTrainer:
         )
 
     def loss(self, batch: Mapping[str, Tensor]) -> Tensor:
-        """Causal-LM loss of the batch (answer tokens only) with every row routed to the trained task."""
+        """Causal-LM loss of the batch (answer tokens only, the output layer on those positions only:
+        ``answer_lm_loss``) with every row routed to the trained task."""
         rows = torch.zeros(batch["input_ids"].shape[0], dtype=torch.long, device=self.device)
         with frozen(self.model), routing.routed(rows, self.snapshot()):
-            if "weights" not in batch:
-                return self.model(**batch).loss
-            inputs = {k: v for k, v in batch.items() if k not in ("weights", "labels")}
-            return weighted_lm_loss(self.model(**inputs).logits, batch["labels"], batch["weights"])
+            return answer_lm_loss(self.model, batch, batch.get("weights"))
 
     def weighted_batch(self, batch: Sequence[EncodedExample], pad: int) -> dict[str, Tensor]:
         out = collate(batch, pad, self.device)
@@ -449,6 +452,7 @@ __all__ = [
     "Phase1Result",
     "Phase2Config",
     "Phase2Result",
+    "max_phi",
     "merge_bank",
     "phase1",
     "phase2",

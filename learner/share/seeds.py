@@ -17,7 +17,15 @@ import torch
 from torch import nn
 
 from learner.share.artifacts import save_seed
-from learner.share.examples import Example, batch_stream, collate, encode_all, pad_token_id
+from learner.share.examples import (
+    Example,
+    answer_lm_loss,
+    batch_stream,
+    collate,
+    collate_weights,
+    encode_all,
+    pad_token_id,
+)
 from learner.share.layer import share_layers
 from learner.share.math import LoraSeed, SeedLayer
 from learner.share.prefix import FrozenPrefix
@@ -43,6 +51,7 @@ class SeedConfig:
     progress: bool = True
     checkpoint_dir: Path | None = None
     checkpoint_every: int = 0  # steps; 0 = only the final adapter is returned
+    copy_weight: float = 1.0  # edit-weighted loss: weight of answer lines copied from the prompt (1 = plain)
 
 
 @dataclass
@@ -78,7 +87,9 @@ def train_lora_seed(
         )
     if cfg.rank < 1:
         raise ValueError(f"LoRA rank must be ≥ 1, got {cfg.rank}")
-    encoded = encode_all(tokenizer, examples, cfg.max_length)
+    if prefix is not None and cfg.copy_weight != 1.0:
+        raise ValueError("the edit-weighted loss is not supported with a frozen-prefix cache")
+    encoded = encode_all(tokenizer, examples, cfg.max_length, copy_weight=cfg.copy_weight)
     device = model_device(model)
     pad = pad_token_id(tokenizer)
     flags = [(p, p.requires_grad) for p in model.parameters()]
@@ -104,7 +115,10 @@ def train_lora_seed(
             def loss_fn(batch: list[Any]) -> torch.Tensor:
                 if prefix is not None:
                     return prefix.loss(peft_model, batch)
-                return peft_model(**collate(batch, pad, device)).loss
+                weights = (
+                    collate_weights(batch, device) if any(e.weights is not None for e in batch) else None
+                )
+                return answer_lm_loss(peft_model, collate(batch, pad, device), weights)
 
             def on_step(step: int, _loss: float) -> None:
                 if (
