@@ -177,16 +177,17 @@ def attempts_main(args: argparse.Namespace) -> int:
     seconds: dict[str, list[float]] = {name: [] for name in engines}
     tokens: dict[str, list[int]] = {name: [] for name in engines}
     same: dict[str, int] = dict.fromkeys(engines, 0)
+    lookup_same = 0  # prompt lookup must not change the text: int8 + lookup vs plain int8 greedy
     cases = prompts(args.attempts)
     for _ in range(args.rounds):
         for prompt in cases:
-            reference = None
+            texts: dict[str, str] = {}
             for name, run in engines.items():
-                s, n, text = run(prompt)
+                s, n, texts[name] = run(prompt)
                 seconds[name].append(s)
                 tokens[name].append(n)
-                reference = text if reference is None else reference
-                same[name] += text == reference
+                same[name] += texts[name] == texts["float32"]
+            lookup_same += texts["int8 + lookup (served)"] == texts["int8"]
     load_after = os.getloadavg()
     total = args.rounds * len(cases)
     print(f"whole fix attempts: {len(cases)} koan prompts × {args.rounds} rounds, threads {args.threads}, "
@@ -205,8 +206,17 @@ def attempts_main(args: argparse.Namespace) -> int:
         rows.append(row)
         print(f"{name:24s} {row['median_s']:9.2f} {row['max_s']:7.2f} {row['median_tokens']:12.0f}"
               f"{row['same_text_as_float32']:>22s}")  # fmt: skip
+    print(f"int8 + lookup text = plain int8 greedy: {lookup_same}/{total}")
     if args.json:
-        args.json.write_text(json.dumps({"attempts": rows, "load": [load_before, load_after]}))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "attempts": rows,
+                    "lookup_same_as_int8": f"{lookup_same}/{total}",
+                    "load": [load_before, load_after],
+                }
+            )
+        )
     return 0
 
 
