@@ -1,14 +1,36 @@
-"""The learning-curve benchmark's statistics and state (tests/benchmarks/learning_curve.py). The benchmark
-itself runs real nights (minutes even with the tiny model), so it is not run here; its smoke command is in
-docs/learning.md."""
+"""The learning-curve benchmark's statistics, state, model resolution, preset and resumption
+(tests/benchmarks/learning_curve.py). The benchmark itself runs real nights (minutes even with the tiny
+model), so it is not run here: a stand-in night (the daemon's ``JobRunner`` and ``NightLock``, no model)
+exercises the resumption; its smoke command is in docs/learning.md."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.benchmarks.learning_curve import State, compare, flatten_env, group_rates, transfer, wilson
+from tests.benchmarks.learning_curve import (
+    REPO,
+    SHORT_PRESET,
+    State,
+    compare,
+    effective_settings,
+    environment,
+    flatten_env,
+    group_rates,
+    koans_limit,
+    provisioned_model,
+    run_night,
+    transfer,
+    wilson,
+)
 
 
 def test_wilson_interval_matches_the_textbook_values() -> None:
@@ -63,3 +85,219 @@ def test_settings_reach_the_night_subprocess_as_its_environment(monkeypatch: pyt
         monkeypatch.setenv(key, value)
     settings = Settings()
     assert (settings.night.tasks, settings.night.seed_steps, settings.night.eval_limit) == (["moves"], 2, 3)
+
+
+# ---------------------------------------------------------------------------------------------- the model
+DEFAULT = "qwen2.5-coder-0.5b-instruct"
+
+
+def fake_provisioned(cache: Path, name: str = DEFAULT) -> Path:
+    """A model folder as ``dreamfix model pull`` leaves it, as far as resolution looks (no weights)."""
+    from learner.provision import PROVENANCE_FILE
+
+    folder = cache / name
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / PROVENANCE_FILE).write_text(json.dumps({"name": name}))
+    return folder
+
+
+def lc_args(data_dir: Path, **options: Any) -> argparse.Namespace:
+    defaults = {"db": None, "model": None, "preset": "default", "test_pool": None, "koans_limit": None}
+    return argparse.Namespace(data_dir=str(data_dir), **{**defaults, **options})
+
+
+def test_the_default_model_is_found_provisioned_in_the_standard_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from learner.provision import DEFAULT_MODEL, resolve_model
+    from service.settings import Settings
+
+    assert Settings.model_fields["model"].default == DEFAULT_MODEL == DEFAULT
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    data_dir = tmp_path / "lc"
+    with pytest.raises(SystemExit, match=r"not provisioned in .*lc/models nor .*home/\.dreamfix/models"):
+        provisioned_model(DEFAULT, data_dir, {})
+    standard = fake_provisioned(tmp_path / "home" / ".dreamfix" / "models")
+    # the documented `--data-dir ~/lc` without --model: <data-dir>/models has no model, ~/.dreamfix has
+    env = environment(lc_args(data_dir), {})
+    assert env["DREAMFIX_MODEL"] == str(standard) and env["DREAMFIX_DATA_DIR"] == str(data_dir)
+    source = resolve_model(env["DREAMFIX_MODEL"], data_dir / "models")  # as the night's load resolves it
+    assert source.local_dir == standard and source.name == DEFAULT  # the same model id as by name
+    # the data dir the environment names comes before the standard one, <data-dir>/models before both
+    named = fake_provisioned(tmp_path / "named" / "models")
+    assert provisioned_model(DEFAULT, data_dir, {"DREAMFIX_DATA_DIR": str(tmp_path / "named")}) == str(named)
+    own = fake_provisioned(data_dir / "models")
+    assert provisioned_model(DEFAULT, data_dir, {"DREAMFIX_DATA_DIR": str(tmp_path / "named")}) == str(own)
+    # DREAMFIX_MODEL or --model name the model; a relative folder is made absolute (the night runs in REPO)
+    other = fake_provisioned(tmp_path / "folders", "other")
+    monkeypatch.chdir(tmp_path)
+    assert environment(lc_args(data_dir, model="folders/other"), {})["DREAMFIX_MODEL"] == str(other)
+    assert environment(lc_args(data_dir), {"DREAMFIX_MODEL": str(other)})["DREAMFIX_MODEL"] == str(other)
+    assert (
+        provisioned_model("Qwen/Qwen2.5-Coder-0.5B-Instruct", data_dir, {})
+        == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- the preset
+def test_the_short_preset_sets_real_settings_and_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.settings import Settings
+
+    data_dir = tmp_path / "lc"
+    fake_provisioned(data_dir / "models")
+    user = {"DREAMFIX_NIGHT__SEED_STEPS": "5"}
+    env = environment(lc_args(data_dir, preset="short"), user)
+    assert "DREAMFIX_NIGHT__SEED_STEPS" not in env  # set explicitly: the user's value reaches the night
+    assert env["DREAMFIX_NIGHT__WALL_BUDGET_S"] == "2400" and env["DREAMFIX_SHARE__BATCH_SIZE"] == "2"
+    assert (
+        environment(lc_args(data_dir, preset="short", test_pool=30), user)["DREAMFIX_NIGHT__TEST_POOL"]
+        == "30"
+    )
+    for key in [k for k in os.environ if k.upper().startswith("DREAMFIX_")]:
+        monkeypatch.delenv(key)
+    for key, value in {**user, **env}.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    # every preset value names a real field (pydantic ignores unknown ones): read back from the settings
+    for section, values in SHORT_PRESET.items():
+        for field, value in values.items():
+            expected = 5 if field == "seed_steps" else value
+            assert getattr(getattr(settings, section), field) == expected, f"{section}.{field}"
+    effective = effective_settings(settings, "short", koans_limit(lc_args(data_dir, preset="short")))
+    assert effective["preset"] == "short" and effective["koans_limit"] == 20
+    assert effective["night"]["seed_steps"] == 5 and effective["share"]["train_steps"] == 12
+    assert effective["model"] == str(data_dir / "models" / DEFAULT)
+    assert koans_limit(lc_args(data_dir, preset="short", koans_limit=7)) == 7
+    assert koans_limit(lc_args(data_dir)) is None
+    assert environment(lc_args(data_dir), {}).keys() == {
+        "DREAMFIX_DATA_DIR",
+        "DREAMFIX_SCHEDULER__ENABLED",
+        "DREAMFIX_MODEL",
+    }
+
+
+def test_another_preset_is_refused_and_an_older_state_resumes_as_the_default(tmp_path: Path) -> None:
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"options": {"db": None, "model": None}, "nights": {}}))
+    State(old).check_options({"db": None, "model": None, "preset": "default"})  # saved before --preset
+    with pytest.raises(SystemExit, match="other options \\(preset\\)"):
+        State(old).check_options({"db": None, "model": None, "preset": "short"})
+    state = State(tmp_path / "s.json")
+    state.check_options({"model": None, "preset": "short"})
+    with pytest.raises(SystemExit, match="other options \\(preset\\)"):
+        state.check_options({"model": None, "preset": "default"})
+
+
+# ---------------------------------------------------------------------------------------------- resumption
+#: A stand-in for ``python -m service night``: the CLI's start (``JobRunner.recover``, then ``run_now``) and
+#: the night's lease (``NightLock``); "hang" stops inside the night, as a night killed mid-way would.
+STAND_IN_NIGHT = """
+import sys, time
+from service.db import migrate
+from service.db.repositories import NightLock
+from service.db.session import Database
+from service.jobs import JobRunner
+from service.settings import Settings
+
+settings = Settings()
+migrate.upgrade(settings.db_url)
+db = Database(settings.db_url)
+
+def night(ctx):
+    lock = NightLock(db)
+    if not lock.acquire():
+        raise RuntimeError("the night lease of a dead process was not taken over")
+    if sys.argv[1] == "hang":
+        print("inside the night", flush=True)
+        time.sleep(600)
+    lock.release()
+    return {"night_seconds": 0.1, "peak_rss_mb": 1.0}
+
+jobs = JobRunner(settings, db, {"night": night})
+jobs.recover()
+jobs.run_now("night", "cli")
+"""
+
+
+def stand_in(mode: str) -> list[str]:
+    return [sys.executable, "-c", STAND_IN_NIGHT, mode]
+
+
+def lc_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[str, str]]:
+    from service.settings import Settings
+
+    env = {"DREAMFIX_DATA_DIR": str(tmp_path), "DREAMFIX_SCHEDULER__ENABLED": "false"}
+    monkeypatch.delenv("DREAMFIX_DATABASE_URL", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Settings(), env
+
+
+def runs(settings: Any) -> list[tuple[int, str, str | None]]:
+    from service.db.repositories import RunRepository
+    from service.db.session import Database
+
+    with Database(settings.db_url).session() as s:
+        return [(r.id, r.status, r.error) for r in reversed(RunRepository(s).recent("night"))]
+
+
+@pytest.mark.slow
+def test_a_night_killed_mid_way_is_swept_and_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.db.models import Lease
+    from service.db.session import Database
+
+    settings, env = lc_settings(tmp_path, monkeypatch)
+    state = State(tmp_path / "state.json")
+    state.night(1)["runs_before"] = 0  # as recorded before the night that is killed
+    hung = subprocess.Popen(
+        stand_in("hang"), env={**os.environ, **env}, cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert hung.stdout is not None and hung.stdout.readline().strip() == "inside the night"
+    finally:
+        os.kill(hung.pid, signal.SIGKILL)  # the session ends: no finally, no release
+        hung.wait()
+    assert runs(settings) == [(1, "running", None)]
+    with Database(settings.db_url).session() as s:
+        lease = s.get(Lease, "night")
+        assert lease is not None and f":{hung.pid}" in lease.holder  # held by the dead process
+    entry = run_night(state, 1, settings, env, command=stand_in("ok"), sleep=lambda _: pytest.fail("waited"))
+    (first, second) = runs(settings)
+    assert first[:2] == (1, "failed") and "abandoned" in (first[2] or "")
+    assert second == (2, "succeeded", None) and entry["run_id"] == 2
+    assert entry["process"]["wall_s"] > 0 and entry["process"]["peak_rss_mb"] > 10
+    assert State(tmp_path / "state.json").night(1)["run_id"] == 2  # saved
+    assert run_night(state, 1, settings, env, command=stand_in("must not run")) is entry
+
+
+def test_a_night_still_running_is_waited_for_not_started_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.db import migrate
+    from service.db.repositories import RunRepository
+    from service.db.session import Database
+
+    settings, env = lc_settings(tmp_path, monkeypatch)
+    migrate.upgrade(settings.db_url)
+    db = Database(settings.db_url)
+    with db.session() as s:  # a night of a live process (this one): the benchmark stopped, its night did not
+        run_id = RunRepository(s).create("night", "cli").id
+        RunRepository(s).start(run_id)
+    state = State(tmp_path / "state.json")
+    state.night(1)["runs_before"] = 0
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:
+            with db.session() as s:
+                RunRepository(s).finish(run_id, "succeeded", {"night_seconds": 5.0})
+
+    refuse = [sys.executable, "-c", "raise SystemExit('a second night was started')"]
+    entry = run_night(state, 1, settings, env, command=refuse, poll_s=0.5, sleep=sleep)
+    assert waits == [0.5, 0.5] and entry["run_id"] == run_id and "process" not in entry

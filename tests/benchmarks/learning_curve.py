@@ -1,27 +1,37 @@
 """Learning curve: K consecutive nights of the real night code, each followed by base vs current on the test
 pool and the frozen eval koans (issue 16, "must show"). A background job, not CI:
 
-    nohup python tests/benchmarks/learning_curve.py --data-dir ~/lc --nights 5 > ~/lc/lc.log 2>&1 &
+    mkdir -p ~/lc && nohup python tests/benchmarks/learning_curve.py --data-dir ~/lc --nights 5 > ~/lc/lc.log 2>&1 &
+    python tests/benchmarks/learning_curve.py --data-dir ~/lc-short --preset short --nights 3   # ~1 h a night
     python tests/benchmarks/learning_curve.py --data-dir /tmp/lc-smoke --model tiny --nights 2   # smoke
 
-``--data-dir`` holds the service's data (models, adapters, replay buffers, sandbox cache) and, unless
-``--db`` gives a database URL, its SQLite database; the state file and the results live there too. Each
-night is ``python -m service night`` in a subprocess (the real night, with the settings from the
-environment, ``DREAMFIX_*``, plus what the options set), so its wall time and peak RSS are its own. After it,
+``--data-dir`` holds the service's data (adapters, replay buffers, sandbox cache) and, unless ``--db`` gives
+a database URL, its SQLite database; the state file and the results live there too. A known model name (the
+default, ``qwen2.5-coder-0.5b-instruct``) is looked up provisioned in ``<data-dir>/models``, then in the
+models of the data dir the environment names (``DREAMFIX_DATA_DIR``), then in the standard
+``~/.dreamfix/models`` (``dreamfix model pull``), and handed to the nights as that folder. Each night is
+``python -m service night`` in a subprocess (the real night, with the settings from the environment,
+``DREAMFIX_*``, plus what the options and the preset set; what the environment sets explicitly wins over the
+preset), so its wall time and peak RSS are its own. ``--preset default`` (the default) is the daemon's own
+settings; ``--preset short`` (``SHORT_PRESET``) a night of the real 0.5B model in about 30–40 minutes on 2
+CPU cores and a smaller evaluation (the first 20 eval koans, a 60-problem test pool). After it,
 this process evaluates the base model (once per benchmark run, kept in the state) and the served versions
 with two strategies — ``one_shot`` (one model reply, no suggestions) and ``served`` (the daemon's
 ``serving_strategy``) — on the verified test pool (agent/pools.py) and the eval koans.
 
 Resumable: ``learning_curve.state.json`` records every finished step (a night's run id; each evaluation's
 per-problem outcomes, saved every ``--chunk`` problems), so a rerun continues at the next unfinished night
-or stage; a night whose run succeeded but was not recorded yet is found in the database, not re-run.
+or stage; a night whose run succeeded but was not recorded yet is found in the database, not re-run. A night
+killed mid-way (its row left ``running``, its lease held by a dead process) is failed by the daemon's own
+sweep (``JobRunner.recover``) and run again; one whose process still runs (the benchmark was stopped, its
+night was not) is waited for and taken when it succeeds. Other options or another preset are refused.
 
 Per night it appends one JSON line to ``learning_curve.jsonl`` and prints a table: for each pool and strategy
 the pass rate with its 95% Wilson interval, the base model's, wins/losses and the one-sided paired sign
 test's p against the base (``service.gate.sign_test_p``); the one-shot replies identical to the base
 model's; the per-group R matrix (one-shot pass rate on the problems each task routes to, nights × groups),
 BWT and forgetting by pass rate (a group counts from the night it was first promoted); what the gate promoted
-and why; the night's wall time, peak RSS and budget status.
+and why; the night's wall time, peak RSS and budget status; the preset and the effective settings.
 """
 
 from __future__ import annotations
@@ -66,6 +76,34 @@ TINY_SETTINGS: dict[str, Any] = {
     },
     "share": {"train_steps": 2, "lora_rank": 2, "k_cap": 4},
 }
+
+
+#: ``--preset short``: one night of the real 0.5B model in about 30–40 minutes on 2 CPU cores (int8 decode
+#: ≈ 5–10 s per one-shot fix attempt, a train step ≈ 5–10 s): a 40-minute wall budget (the data and train
+#: stages stop in time), 60-problem gate and test pools, 20 eval koans in the night, fewer and shorter
+#: training examples and steps. Given to the nights (and this process) as DREAMFIX_* variables; a variable
+#: the environment already sets wins.
+SHORT_PRESET: dict[str, Any] = {
+    "night": {
+        "wall_budget_s": 2400,
+        "gate_pool": 60,
+        "test_pool": 60,
+        "eval_limit": 20,
+        "self_samples": 4,
+        "max_examples_per_task": 16,
+        "seed_steps": 12,
+        "max_length": 768,
+        "generated_examples": 76,
+    },
+    "share": {"train_steps": 12, "batch_size": 2},
+}
+#: The preset's own evaluation limit (``--koans-limit`` unless given).
+SHORT_KOANS_LIMIT = 20
+PRESETS: dict[str, dict[str, Any]] = {"default": {}, "short": SHORT_PRESET}
+#: Options added later, as a state file without them was started.
+OPTION_DEFAULTS: dict[str, Any] = {"preset": "default"}
+#: The night, as the daemon's CLI runs it (``dreamfix night``).
+NIGHT_COMMAND = (sys.executable, "-m", "service", "night")
 
 
 # ---------------------------------------------------------------------------------------------- stats
@@ -144,6 +182,8 @@ class State:
 
     def check_options(self, options: dict[str, Any]) -> None:
         saved = self.data.setdefault("options", options)
+        for key, value in OPTION_DEFAULTS.items():
+            saved.setdefault(key, value)
         changed = sorted(k for k in options if k != "nights" and saved.get(k) != options[k])
         if changed:
             raise SystemExit(
@@ -167,12 +207,42 @@ def flatten_env(prefix: str, values: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def environment(args: argparse.Namespace) -> dict[str, str]:
-    """The DREAMFIX_* environment the nights and this process's evaluations share."""
+def provisioned_model(spec: str, data_dir: Path, environ: Mapping[str, str]) -> str:
+    """The model the nights and the evaluations load. A known model name (learner.provision.KNOWN_MODELS)
+    becomes its provisioned folder: in ``<data-dir>/models`` (the benchmark's own data dir), else in the
+    models of the data dir ``environ`` names (``DREAMFIX_DATA_DIR``), else in the standard data dir's
+    (``~/.dreamfix/models``, where ``dreamfix model pull`` puts it); a local path becomes absolute (the
+    night runs in the repository root); anything else (a hub id) is handed on as it is."""
+    from learner.provision import KNOWN_MODELS, is_converted
+    from service.settings import _default_data_dir
+
+    if spec not in KNOWN_MODELS:
+        path = Path(spec).expanduser()
+        return str(path.resolve()) if path.exists() else spec
+    caches = [data_dir / "models"]
+    if environ.get("DREAMFIX_DATA_DIR"):
+        caches.append(Path(environ["DREAMFIX_DATA_DIR"]).expanduser() / "models")
+    caches.append(_default_data_dir() / "models")
+    for cache in caches:
+        if is_converted(cache / spec):
+            return str((cache / spec).resolve())
+    raise SystemExit(
+        f"model {spec!r} is not provisioned in {' nor '.join(str(c) for c in dict.fromkeys(caches))}: run "
+        f"`dreamfix model pull --model {spec}` (into ~/.dreamfix/models) or pass --model FOLDER"
+    )
+
+
+def environment(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The DREAMFIX_* environment the nights and this process's evaluations share: the data dir, the model
+    (``provisioned_model``), the preset's settings where ``environ`` (default: this process's environment)
+    does not set them, and ``--test-pool``."""
+    environ = os.environ if environ is None else environ
     data_dir = Path(args.data_dir).resolve()
     env = {"DREAMFIX_DATA_DIR": str(data_dir), "DREAMFIX_SCHEDULER__ENABLED": "false"}
     if args.db:
         env["DREAMFIX_DATABASE_URL"] = args.db
+    explicit = {key.upper() for key in environ}
+    preset: Mapping[str, Any] = PRESETS[getattr(args, "preset", "default")]
     if args.model == "tiny":
         from learner.tiny import save_tiny_model
 
@@ -180,43 +250,97 @@ def environment(args: argparse.Namespace) -> dict[str, str]:
         if not (model_dir / "config.json").exists():
             save_tiny_model(model_dir, seed=0)
         env["DREAMFIX_MODEL"] = str(model_dir)
-        for key, value in flatten_env("DREAMFIX_", TINY_SETTINGS).items():
-            env.setdefault(key, value)
-    elif args.model:
-        env["DREAMFIX_MODEL"] = args.model
+        preset = TINY_SETTINGS
+    else:
+        from service.settings import Settings
+
+        spec = args.model or environ.get("DREAMFIX_MODEL") or Settings.model_fields["model"].default
+        env["DREAMFIX_MODEL"] = provisioned_model(spec, data_dir, environ)
+    for key, value in flatten_env("DREAMFIX_", preset).items():
+        if key not in explicit:
+            env[key] = value
     if args.test_pool is not None:
         env["DREAMFIX_NIGHT__TEST_POOL"] = str(args.test_pool)
     return env
 
 
+def koans_limit(args: argparse.Namespace) -> int | None:
+    """The benchmark's eval-koan limit: ``--koans-limit``, else the preset's."""
+    if args.koans_limit is not None:
+        return int(args.koans_limit)
+    return SHORT_KOANS_LIMIT if getattr(args, "preset", "default") == "short" else None
+
+
+def effective_settings(settings: Any, preset: str, limit: int | None) -> dict[str, Any]:
+    """What a night and its evaluation ran with: the preset, the model and every agent/night/share knob."""
+    dumped = settings.model_dump(mode="json")
+    return {
+        "preset": preset,
+        "koans_limit": limit,
+        **{key: dumped[key] for key in ("model", "model_dtype", "model_weights", "device", "threads")},
+        **{key: dumped[key] for key in ("agent", "night", "share")},
+    }
+
+
 # ---------------------------------------------------------------------------------------------- nights
 def latest_night(settings: Any) -> tuple[int, str | None]:
+    """The newest night run (id, status), after the daemon's sweep (``JobRunner.recover``) failed the runs
+    whose process is gone (a night killed mid-way), as the night's own start-up does."""
     from service.db import migrate
     from service.db.repositories import RunRepository
     from service.db.session import Database
+    from service.jobs import JobRunner
 
     migrate.upgrade(settings.db_url)
-    with Database(settings.db_url).session() as s:
+    db = Database(settings.db_url)
+    JobRunner(settings, db, {}).recover()
+    with db.session() as s:
         runs = RunRepository(s).recent("night", limit=1)
         return (runs[0].id, runs[0].status) if runs else (0, None)
 
 
-def run_night(state: State, n: int, settings: Any, env: Mapping[str, str]) -> dict[str, Any]:
-    """Night ``n``: recorded already, found succeeded in the database after a crash, or run now."""
+def run_process(command: Sequence[str], env: Mapping[str, str]) -> tuple[int, float, float]:
+    """Run ``command`` in the repository root: (exit code, wall seconds, its peak RSS in MB — the largest of
+    it and the descendants it waited for, from ``wait4``)."""
+    started = time.monotonic()
+    proc = subprocess.Popen(list(command), env={**os.environ, **env}, cwd=REPO)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    peak = usage.ru_maxrss / (1024 * 1024) if sys.platform == "darwin" else usage.ru_maxrss / 1024
+    return proc.returncode, round(time.monotonic() - started, 1), round(peak, 1)
+
+
+def run_night(
+    state: State,
+    n: int,
+    settings: Any,
+    env: Mapping[str, str],
+    *,
+    command: Sequence[str] = NIGHT_COMMAND,
+    poll_s: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Night ``n``: recorded already, found succeeded in the database after a crash, or run now. A night
+    still running in a live process (this benchmark was stopped, the night it started was not) is waited
+    for — a second one would only be refused — and taken if it succeeds."""
     entry = state.night(n)
     if "run_id" in entry:
         return entry
     before = entry.setdefault("runs_before", latest_night(settings)[0])
     state.save()
     last_id, status = latest_night(settings)
+    while status in ("queued", "running"):
+        print(f"== night {n}: run {last_id} is still {status} in a live process; waiting for it", flush=True)
+        sleep(poll_s)
+        last_id, status = latest_night(settings)
     if last_id <= before or status != "succeeded":
-        print(f"== night {n}: python -m service night", flush=True)
-        started = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "service", "night"], env={**os.environ, **env}, cwd=REPO)
-        print(f"== night {n}: exit {proc.returncode} after {time.monotonic() - started:.0f} s", flush=True)
+        print(f"== night {n}: {' '.join(command[1:])}", flush=True)
+        code, wall, peak = run_process(command, env)
+        print(f"== night {n}: exit {code} after {wall:.0f} s, peak RSS {peak:.0f} MB", flush=True)
         last_id, status = latest_night(settings)
         if last_id <= before or status != "succeeded":
             raise SystemExit(f"night {n} did not succeed (run {last_id}: {status}); rerun to retry it")
+        entry["process"] = {"wall_s": wall, "peak_rss_mb": peak}
     entry["run_id"] = last_id
     state.save()
     return entry
@@ -365,9 +489,12 @@ def night_report(
             first.setdefault(name.split("@")[0], m)
     rows = [state.night(m)["R_row"] for m in range(1, n + 1)]
     gate = summary.get("gate", {})
+    process = state.night(n).get("process") or {}
+    settings = state.night(n).get("settings") or state.data.get("settings") or {}
     return {
         "night": n,
         "run_id": state.night(n)["run_id"],
+        "preset": settings.get("preset"),
         "eval": evals,
         "unchanged_replies": {"one_shot": unchanged, "of": total},
         "R": {"groups": sorted({g for r in rows for g in r}), "rows": rows},
@@ -379,13 +506,20 @@ def night_report(
         "gate": {task: d.get("reason") for task, d in gate.items()},
         "night_seconds": summary.get("night_seconds"),
         "peak_rss_mb": summary.get("peak_rss_mb"),
+        # the night's process as this benchmark ran it (model load included); None when it was taken from
+        # the database (its process was not this benchmark's child)
+        "process_wall_s": process.get("wall_s"),
+        "process_peak_rss_mb": process.get("peak_rss_mb"),
         "budget": (summary.get("budget") or {}).get("status"),
+        "settings": settings,
     }
 
 
 def table(lines: Sequence[Mapping[str, Any]]) -> str:
     head = "night | " + " | ".join(f"{p} {s}" for p in POOLS for s in STRATEGIES)
-    head += " | unchanged | BWT | forgetting | promoted | wall s | peak RSS MB"
+    head += (
+        " | unchanged | BWT | forgetting | promoted | wall s (night/process) | peak RSS MB (night/process)"
+    )
     out = [head]
     for r in lines:
         cells = []
@@ -400,7 +534,7 @@ def table(lines: Sequence[Mapping[str, Any]]) -> str:
             f"{r['night']} | "
             + " | ".join(cells)
             + f" | {u['one_shot']}/{u['of']} | {t['bwt']} | {t['forgetting']} | {','.join(r['promoted']) or '-'}"
-            + f" | {r['night_seconds']} | {r['peak_rss_mb']}"
+            + f" | {r['night_seconds']}/{r.get('process_wall_s')} | {r['peak_rss_mb']}/{r.get('process_peak_rss_mb')}"
         )
     return "\n".join(out)
 
@@ -416,16 +550,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--db", help="database URL (default: SQLite in --data-dir)")
     parser.add_argument("--nights", type=int, default=5)
     parser.add_argument(
-        "--model", help="'tiny' for a smoke run, else a model name or folder (default: settings)"
+        "--model",
+        help="'tiny' for a smoke run, else a model name or folder (default: DREAMFIX_MODEL or the settings'; "
+        "a known name is found provisioned in <data-dir>/models or ~/.dreamfix/models)",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="default",
+        help="default: the daemon's settings; short: a ~30-40 min night of the real model on 2 CPU cores "
+        "and a smaller evaluation (SHORT_PRESET; DREAMFIX_* variables set in the environment win)",
     )
     parser.add_argument("--test-pool", type=int, help="test-pool problems drawn (default night.test_pool)")
     parser.add_argument(
-        "--koans-limit", type=int, help="evaluate only the first N eval koans (default all 99)"
+        "--koans-limit",
+        type=int,
+        help=f"evaluate only the first N eval koans (default all 99; --preset short: {SHORT_KOANS_LIMIT})",
     )
     parser.add_argument("--chunk", type=int, default=16, help="problems per saved evaluation step")
     args = parser.parse_args(argv)
     if args.nights < 1 or args.chunk < 1:
         parser.error("--nights and --chunk must be ≥ 1")
+    if args.model == "tiny" and args.preset != "default":
+        parser.error("--model tiny has its own smoke settings; it takes no --preset")
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     env = environment(args)
@@ -433,19 +580,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     from service.settings import Settings
 
     settings = Settings()
+    limit = koans_limit(args)
     state = State(data_dir / STATE)
     state.check_options(
-        {"db": args.db, "model": args.model, "test_pool": args.test_pool, "koans_limit": args.koans_limit}
+        {
+            "db": args.db,
+            "model": args.model,
+            "test_pool": args.test_pool,
+            "koans_limit": args.koans_limit,
+            "preset": args.preset,
+        }
     )
+    preset = "tiny" if args.model == "tiny" else args.preset
+    effective = effective_settings(settings, preset, limit)
+    first = state.data.setdefault("settings", effective)
+    changed = sorted(k for k in effective if first.get(k) != effective[k])
+    if changed:
+        print(
+            f"note: settings differ from the first night's ({', '.join(changed)}): see each night's",
+            flush=True,
+        )
     state.save()
+    print(f"preset {preset}: model {settings.model}, koans limit {limit}", flush=True)
+    print("settings: " + json.dumps(effective, sort_keys=True), flush=True)
     lines = []
     for n in range(1, args.nights + 1):
+        if "run_id" not in state.night(n):
+            state.night(n)["settings"] = effective
         entry = run_night(state, n, settings, env)
         summary = night_summary(settings, entry["run_id"])
         entry["promoted"] = summary.get("promoted", [])
         if "report" not in entry:
             # loaded per night and dropped before the next one, so a night never shares the machine's memory
-            evaluator = Evaluator(settings, args.koans_limit, args.chunk)
+            evaluator = Evaluator(settings, limit, args.chunk)
             evaluator.run(state.data["base"], state.save, base=True)
             evaluator.run(entry.setdefault("eval", {}), state.save, base=False)
             entry["report"] = night_report(n, state, summary, evaluator.groups(state))
