@@ -13,9 +13,11 @@ import torch
 from learner import routing
 from learner.routing import TaskKey
 from learner.runtime import (
+    NUCLEUS_CANDIDATES,
     GenerationParams,
     ModelRuntime,
     PromptTooLong,
+    nucleus,
     resolve_device,
     resolve_dtype,
 )
@@ -352,3 +354,25 @@ def test_bad_requests_get_clear_errors(tiny_runtime: ModelRuntime) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def _full_sort_nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The reference: sort the whole vocabulary, keep a token while the mass before it is at most top_p."""
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    outside = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p
+    return torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.95])
+def test_nucleus_from_the_top_candidates_equals_the_full_sort(top_p: float) -> None:
+    """Peaked rows take the top-k shortcut; a flat row (its nucleus far beyond the candidates) forces the
+    full sort; either way the kept distribution is the reference's."""
+    g = torch.Generator().manual_seed(0)
+    peaked = torch.randn(3, 5000, generator=g) * 6
+    flat = torch.randn(1, 5000, generator=g) * 0.01
+    for logits in (peaked, torch.cat([peaked, flat])):
+        probs = torch.softmax(logits, dim=-1)
+        kept, ids = nucleus(probs, top_p)
+        got = torch.zeros_like(probs).scatter(-1, ids, kept)
+        torch.testing.assert_close(got, _full_sort_nucleus(probs, top_p), rtol=0, atol=1e-7)
+    assert (kept > 0).sum(dim=-1)[-1] > NUCLEUS_CANDIDATES, "the flat row's nucleus is past the shortcut"
