@@ -25,7 +25,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -341,10 +341,19 @@ class EvalSet:
         return [k for k in self.koans if self.task_of[k.id] == task]
 
 
+#: The night asks many problems at once, so its greedy replies are decoded in batches rather than one by one
+#: with prompt lookup (serving's latency path). Same text: int8 rows are quantized per token, so a row decodes
+#: alike alone and in a batch (tests/test_quant.py, tests/test_night.py); batch 8 decodes ~6× the tokens per
+#: second of batch 1 on 2 cores (docs/runtime.md), and the gate and self-data are throughput-bound.
+NIGHT_PROMPT_LOOKUP = False
+
+
 def night_model_fns(serving: ServingRuntime, snapshot: Any) -> tuple[Any, Any]:
-    """Greedy ``generate`` and seeded ``sample`` over the night's model with serving's decode settings."""
+    """Greedy ``generate`` (batched: ``NIGHT_PROMPT_LOOKUP``) and seeded ``sample`` over the night's model
+    with serving's other decode settings."""
     assert serving.runtime is not None
-    return model_fns(serving.runtime, generation_params(serving.settings), snapshot)
+    params = replace(generation_params(serving.settings), prompt_lookup=NIGHT_PROMPT_LOOKUP)
+    return model_fns(serving.runtime, params, snapshot)
 
 
 def eval_set(ctx: RunContext, sandbox: Sandbox, serving: ServingRuntime, koans_dir: Path | None) -> EvalSet:
@@ -389,7 +398,7 @@ def evaluate_problems(
     over the pinned snapshot. With ``progress``: in chunks of EVAL_CHUNK problems, each counted as done."""
     if not problems:
         return {}
-    loop = serving.make_loop(serving.pinned_snapshot())
+    loop = serving.make_loop(serving.pinned_snapshot(), prompt_lookup=NIGHT_PROMPT_LOOKUP)
     step = EVAL_CHUNK if progress is not None else len(problems)
     out: dict[str, bool] = {}
     for start in range(0, len(problems), step):

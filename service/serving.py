@@ -199,7 +199,9 @@ class ServingRuntime:
         return dict(self.bank.snapshot().versions)
 
     # ------------------------------------------------------------------ requests
-    def make_loop(self, snapshot: BankSnapshot | None, deadline: float | None = None) -> FixLoop:
+    def make_loop(
+        self, snapshot: BankSnapshot | None, deadline: float | None = None, prompt_lookup: bool | None = None
+    ) -> FixLoop:
         assert self.runtime is not None
         return build_fix_loop(
             self.runtime,
@@ -208,6 +210,7 @@ class ServingRuntime:
             snapshot=snapshot,
             router=self.router,
             deadline=deadline,
+            prompt_lookup=prompt_lookup,
         )
 
     def pinned_snapshot(self) -> BankSnapshot | None:

@@ -162,3 +162,17 @@ def test_attach_share_on_int8_needs_no_float_copy_for_serving() -> None:
         with routing.routed(snap.rows(["t0"]), snap):
             routed_logits = model(ids).logits
     assert torch.isfinite(routed_logits).all() and not torch.allclose(routed_logits, plain)
+
+
+def test_batched_int8_greedy_gives_the_served_lookup_text(tiny_model_dir: Path) -> None:
+    """The night decodes its gate and self-data problems in batches; serving decodes one prompt at a time with
+    prompt lookup. With per-token int8 both give the same replies, so the gate measures what serving runs."""
+    rt = ModelRuntime.load(str(tiny_model_dir), dtype="float32", device="cpu", weights="int8")
+    prompts = [
+        [{"role": "user", "content": f'fn main() {{ let x = {i}; println!("{{}}", y); }}' * (1 + i % 3)}]
+        for i in range(8)
+    ]
+    batched = rt.generate(prompts, GenerationParams(max_new_tokens=24))
+    served = [rt.generate([p], GenerationParams(max_new_tokens=24, prompt_lookup=True))[0] for p in prompts]
+    assert [b.text for b in batched] == [s.text for s in served]
+    assert len({b.text for b in batched}) > 1, "the prompts must not all get one reply"
