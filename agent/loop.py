@@ -616,7 +616,8 @@ class FixLoop:
     ) -> dict[int, str | None]:
         """Continue, within the same attempt, every reply that holds no program: its own text plus an opened
         ```rust fence become the start of the assistant's turn. The small model often states the cause and
-        the fix in a sentence and stops there (docs/results.md); the continuation asks for the code.
+        the fix in a sentence and stops there (docs/results.md); the continuation asks for the code. A reply
+        the request's deadline cut (``stopped_by == "deadline"``) is not continued: that would run past it.
 
         Returns each request's candidate program (None: no code even after the continuation), keyed by
         ``id(request)``; every final reply is parsed exactly once."""
@@ -625,7 +626,8 @@ class FixLoop:
         for r in requests:
             text = replies[id(r)].text
             parsed[id(r)] = parse_reply(text, r.state.working, r.state.output_format)
-            if "```" not in text and parsed[id(r)] is None:
+            cut = getattr(replies[id(r)], "stopped_by", None) == "deadline"
+            if "```" not in text and parsed[id(r)] is None and not cut:
                 pending.append(r)
         if not pending:
             return parsed

@@ -58,7 +58,11 @@ class LimitSettings(BaseModel):
     #: memory (float32 0.5B: ~2 GB; int8: ~0.5 GB; docs/service.md) and splits the same cores. Raise it
     #: where cores (or a GPU) and memory allow.
     model_workers: int = Field(default=1, ge=1, le=16)
-    request_timeout_s: float = 300.0
+    #: A fix request's deadline when it asks for none (``FixRequest.timeout_s``): admission, the loop's
+    #: generation deadline and the 504 all count from it.
+    request_timeout_s: float = Field(default=300.0, gt=0)
+    #: The longest deadline a fix request may ask for with ``timeout_s`` (beyond it: 422).
+    max_request_timeout_s: float = Field(default=600.0, gt=0)
     #: /v1/check (and the fix fast lane) run in their own bounded lane: 429 beyond it, and a wall limit
     #: that counts the time spent waiting in it. One client address holds at most half the lane
     #: (``max(1, (check_queue_size + check_workers) // 2)`` checks queued or running); beyond that, 429.

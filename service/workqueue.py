@@ -148,24 +148,35 @@ class WorkQueue:
             return self._owners.get(owner, 0)
 
     def submit(
-        self, fn: Callable[[], Any], deadline: float | None = None, owner: str | None = None
+        self,
+        fn: Callable[[], Any],
+        deadline: float | None = None,
+        owner: str | None = None,
+        longer: Callable[[float], str] | None = None,
     ) -> Future[Any]:
         """Queue ``fn``. ``deadline`` (a ``time.monotonic()`` instant): refused when the planned wait (and, with
         ``count_own_time``, the job's own time: ``planned_finish_s``) would pass it — measured times only,
         nothing is refused before one job was measured — so an accepted job is one that can finish in time;
-        dropped unrun if a worker reaches it too late. ``owner``: refused when that owner already holds
-        ``per_owner`` jobs (queued or running)."""
+        dropped unrun if a worker reaches it too late. ``longer``: how such a refusal tells the client to
+        ask for more time, given the seconds from now the job would need (the API names its request field
+        and the seconds; without it, a job too long for its deadline says "ask with a longer timeout").
+        ``owner``: refused when that owner already holds ``per_owner`` jobs (queued or running)."""
         if deadline is not None and self._ewma_s is not None:
             left = deadline - time.monotonic()
-            if self.count_own_time and self.admission_job_s >= left:
+            job = self.admission_job_s
+            if self.count_own_time and job >= left:
+                more = longer(job) if longer is not None else "ask with a longer timeout"
                 raise QueueFull(
                     self.retry_after(),
-                    f"one job takes up to about {self.admission_job_s:.0f} s here, more than the request's "
-                    f"deadline leaves ({max(0.0, left):.0f} s): ask with a longer timeout",
+                    f"one job takes up to about {job:.0f} s here, more than the request's "
+                    f"deadline leaves ({max(0.0, left):.0f} s): {more}",
                 )
-            wait = self.planned_finish_s() - (0.0 if self.count_own_time else self.admission_job_s)
+            wait = self.planned_finish_s() - (0.0 if self.count_own_time else job)
             if self.depth > 0 and wait >= left:
-                raise QueueFull(self.retry_after(), "the queue ahead would outlast the request's deadline")
+                reason = "the queue ahead would outlast the request's deadline"
+                if longer is not None:
+                    reason += f" ({max(0.0, left):.0f} s left, about {wait:.0f} s needed): {longer(wait)}"
+                raise QueueFull(self.retry_after(), reason)
         limited = owner is not None and self.per_owner is not None
         fut: Future[Any] = Future()
         with self._lock:

@@ -81,9 +81,12 @@ def server(
 
 def _one_attempt(case: Case) -> Case:
     """A fix asks for one model attempt at most: each more is one more generate + rustc check and exercises
-    no other API code (the loop's attempts have their own tests)."""
+    no other API code (the loop's attempts have their own tests). Its ``timeout_s`` is at least a minute: a
+    valid but tiny deadline is answered 504 by design (tests/test_reliability_deadline.py)."""
     if isinstance(case.body, dict) and isinstance(case.body.get("max_attempts"), int):
         case.body["max_attempts"] = min(case.body["max_attempts"], 1)
+    if isinstance(case.body, dict) and isinstance(case.body.get("timeout_s"), int | float):
+        case.body["timeout_s"] = max(case.body["timeout_s"], 60.0)
     return case
 
 

@@ -74,6 +74,17 @@ def test_fix_in_process_with_a_model_that_cannot_fix_exits_1(
     assert result["route"] == {"task": "type_mismatch", "version": None, "confidence": None}
 
 
+def test_fix_in_process_stops_its_model_rounds_at_the_timeout(
+    settings_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A deadline already gone once the program is checked: no model round starts, the answer still comes."""
+    src = _write(settings_env, "typo.rs", 'fn main() {\n    let n: i32 = "five";\n    println!("{n}");\n}\n')
+    assert main(["fix", src, "--json", "--max-attempts", "3", "--timeout", "0.001"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert not result["fixed"] and result["status"] == "unfixed"
+    assert not any(a["strategy"].startswith("model") for a in result["attempts"])
+
+
 class _FakeFixServer(BaseHTTPRequestHandler):
     """A stand-in HTTP peer speaking the documented /v1/fix contract; records what the CLI sent."""
 
@@ -123,6 +134,27 @@ def test_fix_via_server_posts_the_documented_request(
     assert (request["code"], request["mode"], request["edition"]) == (NEEDS_MUT, "bin", "2018")
     assert "E0384" in request["diagnostics"]
     assert json.loads(capsys.readouterr().out)["fixed"] is True
+
+
+def test_fix_via_server_sends_timeout_as_the_requests_timeout_s(
+    settings_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = _write(settings_env, "a.rs", NEEDS_MUT)
+    assert main(["fix", src, "--server", "http://127.0.0.1:9", "--timeout", "0"]) == 2
+    assert "--timeout must be a number of seconds > 0" in capsys.readouterr().err
+    server = HTTPServer(("127.0.0.1", 0), _FakeFixServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _FakeFixServer.received.clear()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert main(["fix", src, "--server", url, "--json", "--timeout", "42.5"]) == 0
+        assert main(["fix", src, "--server", url, "--json"]) == 0
+    finally:
+        server.shutdown()
+        sent = list(_FakeFixServer.received)
+        _FakeFixServer.received.clear()
+    assert [r.get("timeout_s") for r in sent] == [42.5, None]  # without --timeout: the server's default
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ class Reply:
     prompt_tokens: int = 100
     completion_tokens: int = 20
     seconds: float = 0.5
+    stopped_by: str = "eos"
 
 
 class Scripted:
@@ -307,6 +308,27 @@ def test_a_reply_that_only_explains_is_continued_into_code_within_one_attempt(sa
     assert attempt.completion_tokens == 42 and attempt.generate_seconds == pytest.approx(1.5)
     assert attempt.reply.startswith("`count` is assigned twice") and CODE_OPENING in attempt.reply
     assert len(seen) == 2 and seen[1][:-1] == seen[0]  # same prompt, plus the assistant's own start
+
+
+def test_a_deadline_passing_mid_reply_ends_the_loop_with_the_attempts_so_far(sandbox: Sandbox) -> None:
+    """The request's deadline cuts the first reply (``stopped_by == "deadline"``, no code yet): that reply is
+    not continued (a continuation would run past the deadline), it is recorded as the attempt it is, and no
+    further round starts — the deadline stops the loop, not only the running generation."""
+    broken = 'fn main() {\n    let count = 1;\n    count = 2;\n    println!("{count}");\n}\n'
+    calls: list[list[Messages]] = []
+
+    def generate(prompts: list[Messages], row_keys: list[RowKey] | None) -> list[Reply]:
+        calls.append(prompts)
+        return [Reply("`count` is assigned twice, so", stopped_by="deadline") for _ in prompts]
+
+    loop = FixLoop(sandbox, generate, _route(), "scripted")
+    strategy = Strategy("loop", max_attempts=4, suggestions_first=False)
+    [record] = loop.run([Problem("p", broken)], strategy, should_stop=lambda: bool(calls))
+    assert len(calls) == 1 and calls[0][0][-1]["role"] == "user"  # no continuation, no second round
+    assert len(record.attempts) == 1 and not record.fixed
+    assert record.attempts[0].note == "no code in the reply"
+    assert record.attempts[0].reply == "`count` is assigned twice, so"
+    assert record.final_status == "unfixed"
 
 
 def test_best_of_n_samples_rows_in_one_call_verifies_them_all_and_takes_a_passing_one(

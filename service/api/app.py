@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -17,6 +18,7 @@ from service.api.middleware import (
 )
 from service.api.routes import ROUTERS
 from service.app_services import Services
+from service.settings import LimitSettings
 
 __all__ = ["ServiceUnavailable", "create_app"]
 
@@ -45,4 +47,23 @@ def create_app(services: Services) -> FastAPI:
     install_exception_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    _state_configured_limits(app, services.settings.limits)
     return app
+
+
+def _state_configured_limits(app: FastAPI, limits: LimitSettings) -> None:
+    """The OpenAPI document states the bounds that come from settings, not from the schemas: the largest
+    ``FixRequest.timeout_s`` (``limits.max_request_timeout_s``), which the route enforces with a 422."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        fresh = app.openapi_schema is None
+        document = build()
+        if fresh:
+            field = document["components"]["schemas"]["FixRequest"]["properties"]["timeout_s"]
+            for variant in field.get("anyOf", [field]):
+                if variant.get("type") == "number":
+                    variant["maximum"] = limits.max_request_timeout_s
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

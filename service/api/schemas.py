@@ -64,6 +64,15 @@ class FixRequest(BaseModel):
     # strict: JSON types as OpenAPI states them (pydantic's lax mode takes ``true`` for 1, ``1`` for true).
     max_attempts: int | None = Field(default=None, ge=1, le=8, strict=True)
     hints: bool | None = Field(default=None, strict=True)
+    timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        strict=True,
+        allow_inf_nan=False,
+        description="This request's deadline in seconds (default: the server's limits.request_timeout_s; at "
+        "most limits.max_request_timeout_s, the maximum stated here). Admission refuses (429) a fix that "
+        "cannot finish within it; at the deadline the loop stops and a 504 carries the attempts so far.",
+    )
 
 
 class CheckRequest(BaseModel):

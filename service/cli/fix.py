@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +48,7 @@ def build_loop(
     max_new_tokens: int | None = None,
     prompt_lookup: bool = False,
     wrap_generate: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+    deadline: float | None = None,
 ) -> FixLoop:
     """The daemon's fix loop (``compose.build_fix_loop``) over the coefficient versions active in the
     database, installed the way the daemon installs them (``ServingRuntime.sync``), so this process serves
@@ -61,6 +64,7 @@ def build_loop(
         max_new_tokens=max_new_tokens,
         prompt_lookup=prompt_lookup,
         wrap_generate=wrap_generate,
+        deadline=deadline,
     )
 
 
@@ -106,7 +110,13 @@ def record_to_result(record: ProblemRecord) -> dict[str, Any]:
 
 
 def _fix_via_server(
-    url: str, code: str, mode: str, edition: str, diagnostics: str | None, retries: int = 4
+    url: str,
+    code: str,
+    mode: str,
+    edition: str,
+    diagnostics: str | None,
+    retries: int = 4,
+    timeout_s: float | None = None,
 ) -> dict[str, Any]:
     import httpx
 
@@ -115,12 +125,15 @@ def _fix_via_server(
     payload: dict[str, Any] = {"code": code, "mode": mode, "edition": edition}
     if diagnostics is not None:
         payload["diagnostics"] = diagnostics
+    if timeout_s is not None:
+        payload["timeout_s"] = timeout_s
     endpoint = url.rstrip("/") + "/v1/fix"
     try:
         response = post_with_retry(
             endpoint,
             payload,
-            timeout=get_settings().limits.request_timeout_s + 30,
+            # The server answers by the request's deadline (a 504 past it); the margin covers its last step.
+            timeout=(timeout_s if timeout_s is not None else get_settings().limits.request_timeout_s) + 30,
             policy=RetryPolicy(tries=retries + 1),
             notify=lambda line: print(line, file=sys.stderr),
         )
@@ -140,17 +153,26 @@ def _fix_via_server(
 
 
 def fix_in_process(
-    code: str, mode: str, edition: str, diagnostics: list[Diagnostic] | None, max_attempts: int | None
+    code: str,
+    mode: str,
+    edition: str,
+    diagnostics: list[Diagnostic] | None,
+    max_attempts: int | None,
+    timeout_s: float | None = None,
 ) -> dict[str, Any]:
+    """One fix in this process. ``timeout_s`` (counted once the model is loaded): decoding and further model
+    rounds stop at it, as the daemon's deadline does, and the answer has the attempts made by then."""
     settings = get_settings()
     sandbox = build_sandbox(settings)
     runtime = load_runtime(settings)
-    loop = build_loop(settings, runtime, sandbox)
+    deadline = time.monotonic() + timeout_s if timeout_s is not None else None
+    loop = build_loop(settings, runtime, sandbox, deadline=deadline)
     strategy = serving_strategy(settings, max_attempts)
     problem = Problem(
         "cli", code, mode, edition, None, None, tuple(diagnostics) if diagnostics is not None else None
     )
-    return record_to_result(loop.run([problem], strategy)[0])
+    stop = (lambda: time.monotonic() >= deadline) if deadline is not None else None
+    return record_to_result(loop.run([problem], strategy, should_stop=stop)[0])
 
 
 def _print_human(result: dict[str, Any]) -> None:
@@ -178,13 +200,17 @@ def run_fix(args: argparse.Namespace) -> int:
         raise CliError("--max-attempts must be >= 0")
     if args.retries < 0:
         raise CliError("--retries must be >= 0")
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise CliError("--timeout must be a number of seconds > 0")
     if args.server:
-        result = _fix_via_server(args.server, code, args.mode, args.edition, diagnostics_text, args.retries)
+        result = _fix_via_server(
+            args.server, code, args.mode, args.edition, diagnostics_text, args.retries, args.timeout
+        )
     else:
         diagnostics = parse_client_output(diagnostics_text) if diagnostics_text is not None else None
         if diagnostics_text is not None and not diagnostics:
             raise CliError(f"no rustc diagnostics found in {args.diagnostics}")
-        result = fix_in_process(code, args.mode, args.edition, diagnostics, args.max_attempts)
+        result = fix_in_process(code, args.mode, args.edition, diagnostics, args.max_attempts, args.timeout)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -205,6 +231,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--max-attempts", type=int, default=None, help="model attempts (default: settings)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--server", metavar="URL", help="ask a running dreamfix server instead")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="the fix's deadline: with --server, the request's timeout_s (default: the server's "
+        "limits.request_timeout_s, at most its limits.max_request_timeout_s); in-process, the model rounds "
+        "stop at it (counted from the model's load)",
+    )
     parser.add_argument(
         "--retries",
         type=int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -30,16 +32,42 @@ def _check_code_size(services: Services, code: str) -> None:
         raise HTTPException(413, f"code is {size} bytes; the limit is {limit}")
 
 
+def request_timeout(services: Services, body: FixRequest) -> float:
+    """The seconds this fix may take: its ``timeout_s``, else ``limits.request_timeout_s``. A ``timeout_s``
+    over ``limits.max_request_timeout_s`` is a 422 (the schema's own bounds are checked by pydantic)."""
+    limits = services.settings.limits
+    if body.timeout_s is None:
+        return limits.request_timeout_s
+    ceiling = limits.max_request_timeout_s
+    if body.timeout_s > ceiling:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("body", "timeout_s"),
+                    "msg": f"Input should be less than or equal to {ceiling:g} "
+                    "(the server's limits.max_request_timeout_s)",
+                    "type": "less_than_equal",
+                    "input": body.timeout_s,
+                }
+            ]
+        )
+    return body.timeout_s
+
+
 def _client(request: Request) -> str | None:
     """The client's address (the peer of the connection; the service trusts no proxy header)."""
     return request.client.host if request.client is not None else None
 
 
 async def _in_check_lane(
-    services: Services, fn: Callable[[], Any], deadline: float, client: str | None
+    services: Services,
+    fn: Callable[[], Any],
+    deadline: float,
+    client: str | None,
+    limit_s: float | None = None,
 ) -> Any:
     """Run ``fn`` in the check lane (bounded: 429 when full, or when ``client`` already holds its share of
-    it) within ``deadline``, waiting included."""
+    it) within ``deadline`` (``limit_s`` seconds, default ``limits.check_timeout_s``), waiting included."""
     lane = services.check_queue
     if lane is None:
         return await run_in_threadpool(fn)
@@ -50,7 +78,7 @@ async def _in_check_lane(
         )
     except (TimeoutError, DeadlineExceeded):
         future.cancel()
-        limit = services.settings.limits.check_timeout_s
+        limit = services.settings.limits.check_timeout_s if limit_s is None else limit_s
         raise HTTPException(
             504, f"the check took longer than its {limit:g}s limit (waiting included)"
         ) from None
@@ -69,34 +97,39 @@ async def check(body: CheckRequest, request: Request, services: ServicesDep) -> 
 @router.post("/v1/fix", response_model=FixResponse, responses=body_errors(429, 499, 503, 504, admin=False))
 async def fix(body: FixRequest, request: Request, services: ServicesDep) -> Any:
     limits = services.settings.limits
+    timeout = request_timeout(services, body)
     _check_code_size(services, body.code)
     if body.diagnostics and len(body.diagnostics) > limits.max_code_bytes:
         raise HTTPException(413, "diagnostics text over the size limit")
     serving = services.serving
     if not serving.model_ready:
         raise ServiceUnavailable(serving.model_error or "the model is still loading")
-    deadline = time.monotonic() + limits.request_timeout_s
+    deadline = time.monotonic() + timeout
     # The fast lane: what the check and rustc's suggestions settle never waits behind model work.
-    fast_deadline = min(deadline, time.monotonic() + limits.check_timeout_s)
+    fast_limit = min(timeout, limits.check_timeout_s)
     quick = await _in_check_lane(
-        services, lambda: serving.fix_without_model(body), fast_deadline, _client(request)
+        services,
+        lambda: serving.fix_without_model(body),
+        min(deadline, time.monotonic() + fast_limit),
+        _client(request),
+        fast_limit,
     )
     if quick is not None:
         services.metrics.observe_fix(quick["fixed"], quick["verified"])
         return quick
-    result = await _run_model_job(services, body, request, deadline)
+    result = await _run_model_job(services, body, request, deadline, timeout)
     if isinstance(result, JSONResponse):
         return result
     if not result["fixed"] and time.monotonic() >= deadline:
-        return _timed_out(services, result["attempts"], result.get("episode_id"))
+        return _timed_out(timeout, result["attempts"], result.get("episode_id"))
     services.metrics.observe_fix(result["fixed"], result["verified"])
     return result
 
 
 def _timed_out(
-    services: Services, attempts: list[Any], episode_id: int | None = None, note: str | None = None
+    limit: float, attempts: list[Any], episode_id: int | None = None, note: str | None = None
 ) -> JSONResponse:
-    limit = services.settings.limits.request_timeout_s
+    """The 504 of a fix past its deadline (``limit``: the request's seconds, its ``timeout_s`` or the default)."""
     detail = {"attempts": jsonable_encoder(attempts), "episode_id": episode_id}
     message = f"the fix took longer than the request time limit ({limit:g}s)"
     return error_response(504, f"{message}: {note}" if note else message, detail)
@@ -106,21 +139,38 @@ def _timed_out(
 NEVER_RAN = "it waited in the model queue past its deadline and never ran, so no attempt was made"
 
 
+def _longer(services: Services, deadline: float, timeout: float) -> Callable[[float], str]:
+    """Admission's refusal of a deadline too short for the job: the ``timeout_s`` that would be accepted
+    now (the seconds the job needs from now, plus what this request already spent), or that none would."""
+    ceiling = services.settings.limits.max_request_timeout_s
+
+    def hint(needed_s: float) -> str:
+        spent = max(0.0, timeout - (deadline - time.monotonic()))
+        at_least = math.floor(needed_s + spent) + 1
+        if at_least > ceiling:
+            return f"more than the longest timeout_s a request may ask ({ceiling:g} s); retry later"
+        return f"ask with a longer timeout_s (at least {at_least} s; at most {ceiling:g} s)"
+
+    return hint
+
+
 async def _run_model_job(
-    services: Services, body: FixRequest, request: Request, deadline: float
+    services: Services, body: FixRequest, request: Request, deadline: float, timeout: float
 ) -> dict[str, Any] | JSONResponse:
-    """Queue the model job with the request's deadline; stop it when the client goes away. Past the deadline
-    (and a grace for its last step) the answer is a 504 with the attempts the job made so far."""
+    """Queue the model job with the request's deadline (``timeout`` seconds after it started); stop it when
+    the client goes away. Past the deadline (and a grace for its last step) the answer is a 504 with the
+    attempts the job made so far."""
     gone = threading.Event()
     progress = FixProgress()
     future = services.queue.submit(
         lambda: services.serving.fix(body, deadline=deadline, should_stop=gone.is_set, progress=progress),
         deadline=deadline,
+        longer=_longer(services, deadline, timeout),
     )
     services.metrics.queue_depth.set(services.queue.depth)
     waiter = asyncio.wrap_future(future)
     # The job stops itself at the deadline and answers with its attempts; the grace covers a last check.
-    grace = min(5.0, services.settings.limits.request_timeout_s / 4)
+    grace = min(5.0, timeout / 4)
     try:
         while True:
             done, _ = await asyncio.wait({waiter}, timeout=0.2)
@@ -133,17 +183,17 @@ async def _run_model_job(
             if time.monotonic() >= deadline + grace:
                 gone.set()
                 if future.cancel():
-                    return _timed_out(services, [], note=NEVER_RAN)
+                    return _timed_out(timeout, [], note=NEVER_RAN)
                 # Still running its last step (a check, saving the episode): what it made so far.
                 note = "the attempts made so far are in detail" + (
                     "; the job is finishing its last step, its episode is recorded when it ends"
                     if progress.episode_id is None
                     else ""
                 )
-                return _timed_out(services, progress.attempts_out(), progress.episode_id, note=note)
+                return _timed_out(timeout, progress.attempts_out(), progress.episode_id, note=note)
     finally:
         services.metrics.queue_depth.set(services.queue.depth)
     try:
         return waiter.result()
     except DeadlineExceeded:
-        return _timed_out(services, [], note=NEVER_RAN)
+        return _timed_out(timeout, [], note=NEVER_RAN)
