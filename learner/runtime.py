@@ -406,18 +406,29 @@ class ModelRuntime:
         started = time.perf_counter()
         for row in rows:
             row.started = started
+        # Rows that ask the same prompt of the same task (the k samples of one problem) share one prefill:
+        # each row's cache and first logits are a copy of its prompt's.
+        first_of: dict[tuple[tuple[int, ...], Any], int] = {}
+        source = [first_of.setdefault((tuple(r.prompt_ids), r.task), j) for j, r in enumerate(rows)]
+        unique = sorted(set(source))
         width = max(len(r.prompt_ids) for r in rows)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for j, row in enumerate(rows):
+        input_ids = torch.full((len(unique), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(unique), width), dtype=torch.long)
+        for j, row in enumerate(rows[u] for u in unique):
             input_ids[j, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids)
             mask[j, width - len(row.prompt_ids) :] = 1
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         # Positions count real tokens only, so a padded row sees the same positions as it would alone.
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
+        tasks = [rows[u].task for u in unique]
+        logits = self._forward(input_ids, mask, positions, cache, tasks, snapshot)[:, -1]
+        if len(unique) < len(rows):
+            expand = torch.tensor([unique.index(src) for src in source], device=self.device)
+            cache.batch_select_indices(expand)
+            logits, mask, positions = logits[expand], mask[expand], positions[expand]
+            self.lookup_stats["prefill_rows_shared"] += len(rows) - len(unique)
         active = list(rows)
-        logits = self._forward(input_ids, mask, positions, cache, [r.task for r in active], snapshot)[:, -1]
         next_pos = positions[:, -1] + 1
         while True:
             tokens = self._choose(logits, active, params)

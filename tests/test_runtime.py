@@ -376,3 +376,18 @@ def test_nucleus_from_the_top_candidates_equals_the_full_sort(top_p: float) -> N
         got = torch.zeros_like(probs).scatter(-1, ids, kept)
         torch.testing.assert_close(got, _full_sort_nucleus(probs, top_p), rtol=0, atol=1e-7)
     assert (kept > 0).sum(dim=-1)[-1] > NUCLEUS_CANDIDATES, "the flat row's nucleus is past the shortcut"
+
+
+def test_samples_of_one_prompt_share_its_prefill_and_draw_as_if_alone(tiny_runtime: ModelRuntime) -> None:
+    """The night asks k samples per problem in one call: the repeated prompt is prefilled once and each row
+    continues from a copy of its cache, drawing exactly what it would draw alone with its own seed."""
+    p, q = (
+        chat("fn main() { let x = 5; x = 6; }"),
+        chat("fn main() { let v: Vec<i32> = Vec::new(); v.push(1); }"),
+    )
+    params = GenerationParams(max_new_tokens=12, temperature=1.0, top_p=0.95, seed=10)
+    together = tiny_runtime.generate([p, p, p, q], params)
+    assert tiny_runtime.lookup_stats["prefill_rows_shared"] == 2
+    alone = [tiny_runtime.generate([m], replace(params, seed=10 + i))[0] for i, m in enumerate([p, p, p, q])]
+    assert [g.text for g in together] == [g.text for g in alone]
+    assert len({g.text for g in together[:3]}) > 1, "the rows must draw with their own seeds"
