@@ -37,6 +37,7 @@ from agent.pools import POOL_SIZE, Pools, build_pools
 from agent.problems import Problem
 from agent.prompt import build_messages, prompt_hash
 from agent.sandbox import Job, Sandbox
+from learner.heap import release_free_heap
 from service.compose import generation_params, model_fns, route_fn
 from service.db.repositories import (
     AdapterRepository,
@@ -516,6 +517,7 @@ def train_config(settings: Settings) -> TrainConfig:
         k_cap=share.k_cap,
         copy_weight=night.copy_weight,
         phi=share.phi,
+        gradient_checkpointing=night.gradient_checkpointing,
     )
 
 
@@ -579,6 +581,7 @@ class Night:
         finally:
             self._lease = None
             lock.release()
+            release_free_heap()  # the night's model and activations, freed, leave the daemon's RSS too
 
     def release_lease(self) -> None:
         """At shutdown: give the lease back now, so a replica (or this daemon restarted) may run a night."""
@@ -772,6 +775,7 @@ class Night:
             )
             _note_cut(progress, task, len(result.losses), train.seed_steps)
             seeds[task] = result.seed
+            release_free_heap()
             lock.renew()
         return seeds
 
@@ -817,6 +821,7 @@ class Night:
             _note_cut(progress, task, len(res.losses), train.phase2_steps)
             results[task] = res
             ctx.summary.setdefault("losses", {})[task] = [res.losses[0], res.losses[-1]]
+            release_free_heap()
             lock.renew()
         return results
 

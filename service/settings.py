@@ -118,6 +118,9 @@ class NightSettings(BaseModel):
     seed_steps: int = 60
     max_length: int = 1024
     copy_weight: float = Field(default=1.0, ge=0.0, le=1.0)  # edit-weighted loss; 1 = plain, 0 = mask copies
+    # decoder layers recompute their activations in backward (learner.share.checkpoint): same adapters, a
+    # fraction of training's memory for one more forward per step (docs/learning.md, "Night memory")
+    gradient_checkpointing: bool = True
     heartbeat_s: float = 30.0
     # the night's wall budget (service/night_progress.py: data and training stop in time, the gate is reported)
     wall_budget_s: float = Field(default=4 * 3600.0, gt=0.0)

@@ -34,6 +34,10 @@ def test_the_experiments_night_recipe_is_the_nights_config() -> None:
     assert config.train_config().seed_config(seed=config.seeds[0]) == night.seed_config()
     assert config.train_config().phase2_config() == night.phase2_config()
     assert night.phase2_config().copy_weight == 0.5 and night.seed_config().alpha == 8
+    # activation checkpointing (on by default) reaches both trainers, and can be turned off
+    assert night.seed_config().gradient_checkpointing and night.phase2_config().gradient_checkpointing
+    off = train_config(Settings(night={"gradient_checkpointing": False}))
+    assert not off.seed_config().gradient_checkpointing and not off.phase2_config().gradient_checkpointing
     # without the recipe the experiment keeps its own (cheaper) defaults: a different config
     plain = config_from(argparse.Namespace(tasks=["borrows", "moves"]), settings)
     assert plain.train_config() != night

@@ -31,6 +31,7 @@ class TrainConfig:
     k_cap: int = 32
     copy_weight: float = 1.0  # edit-weighted loss (1 = plain), for the LoRA seeds and Phase 2 alike
     phi: int = 0  # Phase 2's temporary basis directions per side (≤ k/4); φ > 0 tasks are merged (Phase 3)
+    gradient_checkpointing: bool = False  # LoRA seeds and Phase 2: recompute activations in backward
 
     def __post_init__(self) -> None:
         positive = {
@@ -70,6 +71,7 @@ class TrainConfig:
             seed=self.seed if seed is None else seed,
             progress=False,
             copy_weight=self.copy_weight,
+            gradient_checkpointing=self.gradient_checkpointing,
         )
 
     def phase2_config(
@@ -87,6 +89,7 @@ class TrainConfig:
             seed=self.seed,
             progress=False,
             copy_weight=self.copy_weight,
+            gradient_checkpointing=self.gradient_checkpointing,
         )
 
     def with_(self, **changes: Any) -> TrainConfig:

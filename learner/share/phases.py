@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from learner import routing
 from learner.share.bank import BankSnapshot, LayerState, ShareBank
+from learner.share.checkpoint import checkpointed
 from learner.share.examples import (
     EncodedExample,
     Example,
@@ -107,6 +108,9 @@ class Phase2Config:
     seed: int = 0
     progress: bool = True
     copy_weight: float = 1.0  # edit-weighted loss: weight of answer lines copied from the prompt (1 = plain)
+    gradient_checkpointing: bool = (
+        False  # recompute decoder activations in backward (learner.share.checkpoint)
+    )
 
 
 @dataclass
@@ -253,6 +257,7 @@ class CoefficientTrainer:
         prefix: FrozenPrefix | None = None,
         copy_weight: float = 1.0,
         control: StepControl | None = None,
+        gradient_checkpointing: bool = False,
     ) -> list[float]:
         if prefix is not None and copy_weight != 1.0:
             raise ValueError("the edit-weighted loss is not supported with a frozen-prefix cache")
@@ -263,18 +268,19 @@ class CoefficientTrainer:
         was_training = self.model.training
         self.model.eval()  # no dropout: the coefficients see exactly the serving forward
         try:
-            return optimise(
-                self.parameters(),
-                (lambda b: self.prefix_loss(prefix, b))
-                if prefix is not None
-                else (lambda b: self.loss(self.weighted_batch(b, pad))),
-                batch_stream(encoded, batch_size, seed),
-                steps=steps,
-                lr=lr,
-                desc=desc,
-                progress=progress,
-                control=control,
-            )
+            with checkpointed(self.model, gradient_checkpointing):
+                return optimise(
+                    self.parameters(),
+                    (lambda b: self.prefix_loss(prefix, b))
+                    if prefix is not None
+                    else (lambda b: self.loss(self.weighted_batch(b, pad))),
+                    batch_stream(encoded, batch_size, seed),
+                    steps=steps,
+                    lr=lr,
+                    desc=desc,
+                    progress=progress,
+                    control=control,
+                )
         finally:
             self.model.train(was_training)
 
@@ -328,6 +334,7 @@ def phase2(
         prefix=prefix,
         copy_weight=cfg.copy_weight,
         control=control,
+        gradient_checkpointing=cfg.gradient_checkpointing,
     )
     log.info("Share phase 2 %s: %d steps, loss %.4f → %.4f", task, len(losses), losses[0], losses[-1])
     return trainer.result(losses)

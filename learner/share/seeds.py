@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from learner.share.artifacts import save_seed
+from learner.share.checkpoint import checkpointed
 from learner.share.examples import (
     Example,
     answer_lm_loss,
@@ -52,6 +53,9 @@ class SeedConfig:
     checkpoint_dir: Path | None = None
     checkpoint_every: int = 0  # steps; 0 = only the final adapter is returned
     copy_weight: float = 1.0  # edit-weighted loss: weight of answer lines copied from the prompt (1 = plain)
+    gradient_checkpointing: bool = (
+        False  # recompute decoder activations in backward (learner.share.checkpoint)
+    )
 
 
 @dataclass
@@ -129,17 +133,18 @@ def train_lora_seed(
                     path = Path(cfg.checkpoint_dir) / f"{name}-step{step:05d}.safetensors"
                     checkpoints.append(save_seed(path, _extract(peft_model, name, base_model_id)))
 
-            losses = optimise(
-                params,
-                loss_fn,
-                batch_stream(encoded, cfg.batch_size, cfg.seed),
-                steps=cfg.steps,
-                lr=cfg.learning_rate,
-                desc=f"LoRA seed {name}",
-                progress=cfg.progress,
-                on_step=on_step,
-                control=control,
-            )
+            with checkpointed(peft_model, cfg.gradient_checkpointing):
+                losses = optimise(
+                    params,
+                    loss_fn,
+                    batch_stream(encoded, cfg.batch_size, cfg.seed),
+                    steps=cfg.steps,
+                    lr=cfg.learning_rate,
+                    desc=f"LoRA seed {name}",
+                    progress=cfg.progress,
+                    on_step=on_step,
+                    control=control,
+                )
             seed = _extract(peft_model, name, base_model_id)
         finally:
             peft_model.unload()

@@ -57,7 +57,7 @@ SCORE = "edit_nll"
 
 
 #: Config keys that may change between runs of one experiment (they add numbers, they change none).
-RUN_OPTIONS = frozenset({"pass_rate"})
+RUN_OPTIONS = frozenset({"pass_rate", "gradient_checkpointing"})  # how it runs, not what it computes
 
 
 @dataclass
@@ -96,6 +96,7 @@ class ExperimentConfig:
     # float rounding, so it is part of the config a resumed run must match.
     prefix_cache: bool = True
     copy_weight: float = 1.0  # edit-weighted loss (TrainConfig.copy_weight); 1 = plain
+    gradient_checkpointing: bool = True  # TrainConfig.gradient_checkpointing: memory, not results
 
     def __post_init__(self) -> None:
         positive = {"per_task": self.per_task, "max_new_tokens": self.max_new_tokens}
@@ -127,6 +128,7 @@ class ExperimentConfig:
             threshold=self.threshold,
             k_cap=self.k_cap,
             copy_weight=self.copy_weight,
+            gradient_checkpointing=self.gradient_checkpointing,
         )
 
     @classmethod
@@ -147,6 +149,7 @@ class ExperimentConfig:
             "threshold": train.threshold,
             "k_cap": train.k_cap,
             "copy_weight": train.copy_weight,
+            "gradient_checkpointing": train.gradient_checkpointing,
         }
         clash = sorted(set(recipe) & set(options))
         if clash:
