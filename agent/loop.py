@@ -296,6 +296,42 @@ def replace_request(request: _Request, row: int) -> _Request:
     return _Request(request.state, request.messages, request.hash, request.route, True, seed)
 
 
+class DeadlineStop:
+    """A ``FixLoop.run`` ``should_stop`` for a request with a deadline (a ``clock()`` instant): stop when the
+    deadline passed, when ``also()`` says so (the client went away), or when the next model round would not
+    end before the deadline — a round is estimated as the longest one so far, measured between successive
+    asks (``run`` asks before every round). The first round always runs (admission accepted the job for it).
+    Stopping before a round that cannot finish answers on time with the attempts made, where running it
+    would end in the 504 of a round cut at the deadline (bench_faults: a 2-attempt job under load)."""
+
+    def __init__(
+        self,
+        deadline: float | None,
+        also: Callable[[], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.deadline = deadline
+        self.also = also
+        self.clock = clock
+        self._last_ask: float | None = None
+        self._longest_round = 0.0
+        #: Why it said stop: "deadline", "no time for another round", "asked" (``also``); None while going on.
+        self.reason: str | None = None
+
+    def __call__(self) -> bool:
+        now = self.clock()
+        if self._last_ask is not None:
+            self._longest_round = max(self._longest_round, now - self._last_ask)
+        self._last_ask = now
+        if self.also is not None and self.also():
+            self.reason = "asked"
+        elif self.deadline is not None and now >= self.deadline:
+            self.reason = "deadline"
+        elif self.deadline is not None and self._longest_round and now + self._longest_round > self.deadline:
+            self.reason = "no time for another round"
+        return self.reason is not None
+
+
 class FixLoop:
     """Runs a :class:`Strategy` over many problems at once; returns one :class:`ProblemRecord` each."""
 

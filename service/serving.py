@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.exceptions import HTTPException
 
 from agent.diagnostics import error_codes, parse_client_output
-from agent.loop import PROMPT_TOO_LONG, FixLoop, Strategy
+from agent.loop import PROMPT_TOO_LONG, DeadlineStop, FixLoop, Strategy
 from agent.problems import Problem
 from agent.sandbox import Sandbox
 from router import TaskRouter
@@ -237,16 +237,15 @@ class ServingRuntime:
         progress: FixProgress | None = None,
     ) -> dict[str, Any]:
         """Run the fix loop on one client request (in a worker thread) and persist its episode.
-        ``deadline`` (a ``time.monotonic()`` instant) stops decoding and further rounds; ``should_stop``
+        ``deadline`` (a ``time.monotonic()`` instant) stops decoding and further rounds, and a round that
+        would not end before it is not started (``agent.loop.DeadlineStop``); ``should_stop``
         (the client went away) stops further rounds. Either way the attempts so far are kept. ``progress``
         receives each attempt as it is made and the episode id once it is saved."""
         if self.runtime is None:
             raise RuntimeError("model not loaded")
 
-        def stop() -> bool:
-            late = deadline is not None and time.monotonic() >= deadline
-            return late or (should_stop is not None and should_stop())
-
+        # Stops at the deadline, when the client goes away, or before a round that could not end in time.
+        stop = DeadlineStop(deadline, should_stop)
         problem = self._problem(req)
         strategy = serving_strategy(self.settings, req.max_attempts, req.hints)
         with self._model_copy() as runtime:

@@ -155,16 +155,19 @@ class WorkQueue:
         longer: Callable[[float], str] | None = None,
     ) -> Future[Any]:
         """Queue ``fn``. ``deadline`` (a ``time.monotonic()`` instant): refused when the planned wait (and, with
-        ``count_own_time``, the job's own time: ``planned_finish_s``) would pass it — measured times only,
-        nothing is refused before one job was measured — so an accepted job is one that can finish in time;
+        ``count_own_time``, the job's own time: ``planned_finish_s``) would pass it — so an accepted job is
+        one that can finish in time. Before a job was measured, only the wait behind other jobs counts (with
+        the configured ``initial_job_s`` × ``COLD_FACTOR``): an idle cold queue takes any job, but the burst
+        that meets a fresh server queues only as deep as that guess allows (bench_faults: two simultaneous
+        first requests were both accepted, the second waited 8.7 s behind the first and missed its 10 s);
         dropped unrun if a worker reaches it too late. ``longer``: how such a refusal tells the client to
         ask for more time, given the seconds from now the job would need (the API names its request field
         and the seconds; without it, a job too long for its deadline says "ask with a longer timeout").
         ``owner``: refused when that owner already holds ``per_owner`` jobs (queued or running)."""
-        if deadline is not None and self._ewma_s is not None:
+        if deadline is not None:
             left = deadline - time.monotonic()
             job = self.admission_job_s
-            if self.count_own_time and job >= left:
+            if self.count_own_time and self._ewma_s is not None and job >= left:
                 more = longer(job) if longer is not None else "ask with a longer timeout"
                 raise QueueFull(
                     self.retry_after(),

@@ -119,13 +119,18 @@ def _two_examples(tokenizer: Any, copy_weight: float = 1.0) -> list[EncodedExamp
     ]
 
 
+@pytest.mark.parametrize("checkpointing", [False, True])
 @pytest.mark.parametrize("copy_weight", [1.0, 0.25])
 def test_answer_positions_loss_equals_the_full_logits_loss_and_its_gradients(
-    fresh_tiny_model, copy_weight: float
+    fresh_tiny_model, copy_weight: float, checkpointing: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """answer_lm_loss runs the backbone and the output layer on the answer positions only; value and
-    gradients equal the full-logits loss (the model's own for the plain loss, weighted_lm_loss else)."""
+    gradients equal the full-logits loss (the model's own for the plain loss, weighted_lm_loss else) — also
+    under activation checkpointing, where the output layer runs in recomputed chunks (here of 4 tokens)."""
+    from learner.share import checkpoint
     from learner.share.examples import answer_lm_loss
+
+    monkeypatch.setattr(checkpoint, "HEAD_CHUNK_TOKENS", 4)
 
     model, tokenizer = fresh_tiny_model
     encoded = _two_examples(tokenizer, copy_weight)
@@ -137,7 +142,14 @@ def test_answer_positions_loss_equals_the_full_logits_loss_and_its_gradients(
     def loss_and_grads(full: bool) -> tuple[float, list[torch.Tensor]]:
         model.zero_grad(set_to_none=True)
         if not full:
-            loss = answer_lm_loss(model, batch, weights)
+            with checkpoint.checkpointed(model, checkpointing):
+                shapes, handle = _lm_head_rows(model)
+                loss = answer_lm_loss(model, batch, weights)
+                handle.remove()
+            answer_tokens = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+            rows = [shape[0] for shape in shapes]
+            assert sum(rows) == answer_tokens
+            assert max(rows) <= 4 if checkpointing else rows == [answer_tokens]
         elif weights is None:
             loss = model(**batch).loss
         else:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from agent.loop import DeadlineStop
 from service.api.app import create_app
 from service.app_services import Services
 from service.workqueue import QueueFull, WorkQueue
@@ -27,6 +28,27 @@ from tests.live_server import LiveServer
 NEEDS_MODEL = 'fn main() {\n    let total = undefined_helper(3);\n    println!("{total}");\n}\n'
 DEFAULT_S = 4.0
 CEILING_S = 60.0
+
+
+def test_the_loop_does_not_start_a_round_that_cannot_end_before_the_deadline() -> None:
+    """``DeadlineStop`` (asked before every model round): the first round always runs; then a round is as long
+    as the longest so far, and one that would end past the deadline is not started — the request answers on
+    time with its attempts instead of a 504 for a round cut at the deadline."""
+    now = [100.0]
+    stop = DeadlineStop(deadline=110.0, clock=lambda: now[0])
+    assert not stop() and stop.reason is None  # round 1 at t=100, nothing measured
+    now[0] = 104.0  # round 1 took 4 s; round 2 would end at 108 < 110
+    assert not stop()
+    now[0] = 107.0  # round 2 took 3 s; the longest (4 s) would end at 111 > 110
+    assert stop() and stop.reason == "no time for another round"
+    late = DeadlineStop(deadline=10.0, clock=lambda: 10.0)
+    assert late() and late.reason == "deadline"
+    gone = DeadlineStop(deadline=None, also=lambda: True, clock=lambda: 0.0)
+    assert gone() and gone.reason == "asked"
+    endless = DeadlineStop(deadline=None, clock=lambda: now[0])
+    for t in (0.0, 500.0, 5000.0):
+        now[0] = t
+        assert not endless()
 
 
 def test_a_refusal_for_a_short_deadline_says_how_much_time_the_job_needs() -> None:

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from learner.share.checkpoint import chunked_head_nll
+
 Message = dict[str, str]
 Example = tuple[list[Message], str]
 
@@ -141,6 +143,11 @@ def weighted_lm_loss(logits: Tensor, labels: Tensor, weights: Tensor) -> Tensor:
     return (nll * shift_w).sum() / shift_w.sum().clamp_min(1e-8)
 
 
+def _head_nll(head: nn.Module, hidden: Tensor, targets: Tensor) -> Tensor:
+    """Per-token NLL of ``targets`` from the output layer over ``hidden`` (rows × hidden)."""
+    return torch.nn.functional.cross_entropy(head(hidden).float(), targets, reduction="none")
+
+
 def answer_lm_loss(model: nn.Module, batch: Mapping[str, Tensor], weights: Tensor | None = None) -> Tensor:
     """The causal-LM loss of ``batch`` (``collate``'s tensors) with the output layer applied to the answer
     positions only: the backbone (``get_decoder()``: ``model.model`` for Qwen2; a PEFT wrapper is looked
@@ -156,8 +163,10 @@ def answer_lm_loss(model: nn.Module, batch: Mapping[str, Tensor], weights: Tenso
     ).last_hidden_state
     targets = batch["labels"][:, 1:]
     scored = targets != IGNORE_INDEX
-    logits = head(hidden[:, :-1][scored]).float()  # (answer tokens × vocab)
-    nll = torch.nn.functional.cross_entropy(logits, targets[scored], reduction="none")
+    answer_hidden, answer_targets = hidden[:, :-1][scored], targets[scored]  # (answer tokens × hidden)
+    nll = chunked_head_nll(head, answer_hidden, answer_targets, _head_nll)
+    if nll is None:
+        nll = _head_nll(head, answer_hidden, answer_targets)
     if weights is None:
         return nll.mean()
     w = weights[:, 1:][scored].to(nll.dtype)

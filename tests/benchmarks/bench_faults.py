@@ -114,7 +114,10 @@ def fix_storm(url: str, clients: int, suggestion_clients: int, seconds: float) -
         kind = "suggestion" if i < suggestion_clients else "model"
         template = NEEDS_MUT if kind == "suggestion" else NEEDS_MODEL
         n = 0
-        with httpx.Client(base_url=url, timeout=300) as c:
+        # Each client from an address of its own (127.0.0.11, .12, ...: all loopback on Linux), as distinct
+        # clients are: the check lane's per-client share then applies per client, not to the whole mix.
+        transport = httpx.HTTPTransport(local_address=f"127.0.0.{11 + i}")
+        with httpx.Client(base_url=url, timeout=300, transport=transport) as c:
             while time.monotonic() < stop_at:
                 n += 1
                 started = time.monotonic()
