@@ -180,6 +180,34 @@ def test_before_any_job_was_measured_the_burst_behind_the_first_is_planned_with_
         q.shutdown()
 
 
+def test_a_fast_warm_up_does_not_talk_the_cold_plan_of_a_running_job_below_the_configured_guess() -> None:
+    """After one quick job (a warm-up on an idle server), a job behind a running one is planned, while cold,
+    with the configured guess × COLD_FACTOR for the running job rather than the warm-up's milliseconds × 4;
+    the job's own time keeps the measurement (an idle queue still takes short-deadline jobs)."""
+    q = WorkQueue(capacity=4, workers=1, name="t", initial_job_s=0.5, count_own_time=True)
+    try:
+        q.submit(lambda: None).result()
+        assert q.admission_job_s < 0.1 * COLD_FACTOR
+        idle = q.submit(lambda: "idle", deadline=time.monotonic() + 0.5)
+        assert idle.result(timeout=10) == "idle"
+        release = _block(q)
+        try:
+            assert q.planned_finish_s() > 0.5 * COLD_FACTOR - 0.2
+            with pytest.raises(QueueFull, match="outlast"):
+                q.submit(lambda: None, deadline=time.monotonic() + 1.0)
+        finally:
+            release.set()
+        for _ in range(3):
+            q.submit(lambda: None).result()
+        release = _block(q)  # warm: the measured milliseconds plan the running job
+        try:
+            assert q.planned_finish_s() < 0.5
+        finally:
+            release.set()
+    finally:
+        q.shutdown()
+
+
 def test_a_job_whose_deadline_passed_in_the_queue_never_runs() -> None:
     q = WorkQueue(capacity=4, workers=1, name="t", initial_job_s=0.001)  # admitted: its plan says it fits
     release = _block(q)
