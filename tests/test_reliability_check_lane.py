@@ -156,3 +156,20 @@ def test_one_client_gets_its_share_of_the_check_lane_and_another_client_still_ge
     with _client_from("127.0.0.2", url) as greedy:
         ok = greedy.post("/v1/check", json={"code": "fn main() {}\n"})
     assert ok.status_code == 200 and ok.json()["ok"]
+
+
+def test_loading_the_model_freezes_the_long_lived_objects_out_of_the_collector(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """Full garbage collections walking the loaded model's objects stalled the event loop for ~300 ms under
+    a check flood (bench_faults' /readyz p99); once the model is loaded, the daemon freezes what exists."""
+    import gc
+
+    services = Services.build(make_settings(tmp_path, tiny_model_dir))
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    services._load_model()
+    assert services.serving.model_ready
+    assert gc.get_freeze_count() > 10_000  # the model, tokenizer and libraries, not a handful
+    model = services.serving.runtime.model
+    assert gc.is_tracked(model) and not any(model is o for o in gc.get_objects(generation=2))
