@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import random
 import threading
 import time
@@ -55,10 +56,17 @@ class GenerationParams:
     #: A ``time.monotonic()`` instant: rows still decoding then stop with ``stopped_by == "deadline"`` and
     #: keep the text they have. None: no limit. The service sets it from the request's budget.
     deadline: float | None = None
+    #: Each row stops after at most this multiple of its own prompt's tokens (and ``max_new_tokens``). A fix
+    #: reply is a cause sentence and the program, while the prompt holds the program, rustc's diagnostics and
+    #: the instructions: a reply longer than its prompt is a sample that lost its way (the night's sampler
+    #: sets 1.0; at temperature 0.7 such a row otherwise ran on to ``max_new_tokens``). None: no cap.
+    prompt_length_cap: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.prompt_length_cap is not None and not self.prompt_length_cap > 0:
+            raise ValueError(f"prompt_length_cap must be > 0, got {self.prompt_length_cap}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
@@ -120,6 +128,7 @@ class _Row:
     prompt_ids: list[int]
     generator: torch.Generator | None
     started: float
+    limit: int  # new tokens at most: max_new_tokens, or less under GenerationParams.prompt_length_cap
     new_ids: list[int] = field(default_factory=list)
     result: Generation | None = None
 
@@ -322,7 +331,12 @@ class ModelRuntime:
             if params.temperature > 0:
                 # One generator per prompt: a prompt's sample does not depend on its batch neighbours.
                 generator = torch.Generator(device=self.device).manual_seed(base_seed + i)
-            rows.append(_Row(index=i, task=task, prompt_ids=list(ids), generator=generator, started=now))
+            limit = params.max_new_tokens
+            if params.prompt_length_cap is not None:
+                limit = max(1, min(limit, math.ceil(params.prompt_length_cap * len(ids))))
+            rows.append(
+                _Row(index=i, task=task, prompt_ids=list(ids), generator=generator, started=now, limit=limit)
+            )
         return rows
 
     @contextmanager
@@ -381,7 +395,7 @@ class ModelRuntime:
             if cut >= 0:
                 self._finish(row, text[:cut], "stop")
                 return True
-        if len(row.new_ids) >= params.max_new_tokens:
+        if len(row.new_ids) >= row.limit:
             self._finish(row, text, "length")
             return True
         if params.deadline is not None and time.monotonic() >= params.deadline:
@@ -520,7 +534,7 @@ class ModelRuntime:
         copy_from: int | None = None
         draft_limit = self.lookup_max_draft
         while True:
-            room = params.max_new_tokens - len(row.new_ids) - 1
+            room = row.limit - len(row.new_ids) - 1
             draft, source = self._draft(seq, copy_from, min(room, draft_limit))
             feed = torch.tensor([[seq[-1], *draft]], device=self.device)
             total = len(seq) + len(draft)

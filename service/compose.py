@@ -67,17 +67,27 @@ def generation_params(settings: Settings) -> GenerationParams:
 
 
 def model_fns(
-    runtime: ModelRuntime, params: GenerationParams, snapshot: Any = None
+    runtime: ModelRuntime,
+    params: GenerationParams,
+    snapshot: Any = None,
+    sample_length_cap: float | None = None,
 ) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """The fix loop's ``generate(prompts, keys)`` and ``sample(prompts, keys, seed)`` over one runtime (a
     key: (task, version), None = base); ``snapshot`` pins the Share bank snapshot both map the keys through
-    (None: the runtime's current one)."""
+    (None: the runtime's current one); ``sample_length_cap``: the samples' ``prompt_length_cap``."""
 
     def generate(prompts: list[list[dict[str, str]]], keys: list[TaskKey | None] | None) -> Any:
         return runtime.generate(prompts, params, keys, snapshot=snapshot)
 
     def sample(prompts: list[list[dict[str, str]]], keys: list[TaskKey | None] | None, seed: int) -> Any:
-        sampled = replace(params, temperature=0.7, top_p=0.95, seed=seed, prompt_lookup=False)
+        sampled = replace(
+            params,
+            temperature=0.7,
+            top_p=0.95,
+            seed=seed,
+            prompt_lookup=False,
+            prompt_length_cap=sample_length_cap,
+        )
         return runtime.generate(prompts, sampled, keys, snapshot=snapshot)
 
     return generate, sample

@@ -349,12 +349,19 @@ class EvalSet:
 NIGHT_PROMPT_LOOKUP = False
 
 
+#: The self-data samples stop at their prompt's length (``GenerationParams.prompt_length_cap``): a verified
+#: reply is a cause sentence and the program, shorter than a prompt holding the program, the diagnostics and
+#: the instructions, so a longer sample is one that lost its way, and it held its batch for up to
+#: ``agent.max_new_tokens`` (768) steps. Greedy replies (the baseline and the gate measure serving) are not capped.
+NIGHT_SAMPLE_LENGTH_CAP = 1.0
+
+
 def night_model_fns(serving: ServingRuntime, snapshot: Any) -> tuple[Any, Any]:
-    """Greedy ``generate`` (batched: ``NIGHT_PROMPT_LOOKUP``) and seeded ``sample`` over the night's model
-    with serving's other decode settings."""
+    """Greedy ``generate`` (batched: ``NIGHT_PROMPT_LOOKUP``) and seeded ``sample`` (capped at the prompt's
+    length: ``NIGHT_SAMPLE_LENGTH_CAP``) over the night's model with serving's other decode settings."""
     assert serving.runtime is not None
     params = replace(generation_params(serving.settings), prompt_lookup=NIGHT_PROMPT_LOOKUP)
-    return model_fns(serving.runtime, params, snapshot)
+    return model_fns(serving.runtime, params, snapshot, sample_length_cap=NIGHT_SAMPLE_LENGTH_CAP)
 
 
 def eval_set(ctx: RunContext, sandbox: Sandbox, serving: ServingRuntime, koans_dir: Path | None) -> EvalSet:

@@ -108,3 +108,27 @@ def test_a_reply_that_deletes_an_original_test_never_becomes_a_training_target()
 
     targets, stats = self_generated_targets([problem], sandbox, honest, sample, k=2, seed=0, hints=False)
     assert [t.kind for t in targets[0]] == ["greedy"] and stats.greedy_pass == 1
+
+
+def test_the_nights_samples_stop_at_their_prompts_length_and_its_greedy_replies_do_not(
+    tiny_runtime: ModelRuntime,
+) -> None:
+    """The night's sampler (``night_model_fns``' cap, via ``model_fns``) stops each sample after as many new
+    tokens as its prompt has; greedy replies, which the baseline and gate measure, keep serving's limit."""
+    import math
+
+    from service.night import NIGHT_SAMPLE_LENGTH_CAP
+
+    koan = train_koans()[0]
+    prompts = [build_messages(koan.broken, [], hints=False)]
+    n_prompt = tiny_runtime.count_tokens(tiny_runtime.render(prompts[0]))
+    limit = n_prompt + 40  # more than the cap allows, so the cap is what stops a long row
+    generate, sample = model_fns(
+        tiny_runtime, GenerationParams(max_new_tokens=limit), None, sample_length_cap=NIGHT_SAMPLE_LENGTH_CAP
+    )
+    drawn = sample(prompts * 4, None, 5)
+    cap = math.ceil(NIGHT_SAMPLE_LENGTH_CAP * drawn[0].prompt_tokens)
+    assert cap < limit and all(g.completion_tokens <= cap for g in drawn)
+    assert any(g.stopped_by == "length" for g in drawn)  # the tiny model rambles: the cap cut it
+    greedy = generate(prompts, None)[0]
+    assert greedy.stopped_by == "length" and greedy.completion_tokens == limit > cap

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
@@ -216,6 +217,24 @@ def test_sampling_is_reproducible_per_seed_and_independent_of_batching(tiny_runt
     assert [g.text for g in tiny_runtime.generate(PROMPTS, params)] == first
 
 
+def test_a_prompt_length_cap_stops_each_row_at_its_own_prompts_share(tiny_runtime: ModelRuntime) -> None:
+    """``prompt_length_cap``: every row stops after ceil(cap × its prompt tokens) new tokens (or at EOS, or
+    at ``max_new_tokens`` when that is lower); a row the cap stopped runs longer uncapped."""
+    capped = GenerationParams(max_new_tokens=400, temperature=1.0, seed=3, prompt_length_cap=0.25)
+    uncapped = GenerationParams(max_new_tokens=400, temperature=1.0, seed=3)
+    rows = tiny_runtime.generate(PROMPTS, capped)
+    free = tiny_runtime.generate(PROMPTS, uncapped)
+    limits = [math.ceil(0.25 * g.prompt_tokens) for g in rows]
+    assert len(set(limits)) > 1  # the prompts differ in length, so do their caps
+    for g, f, limit in zip(rows, free, limits, strict=True):
+        assert g.completion_tokens <= limit
+        if g.stopped_by == "length":
+            assert g.completion_tokens == limit and f.completion_tokens > limit
+    assert any(g.stopped_by == "length" for g in rows)
+    low = tiny_runtime.generate(PROMPTS, replace(capped, max_new_tokens=3))
+    assert all(g.completion_tokens <= 3 for g in low)
+
+
 def test_tiny_top_p_keeps_only_the_most_likely_token(tiny_runtime: ModelRuntime) -> None:
     nucleus = GenerationParams(max_new_tokens=16, temperature=1.5, top_p=1e-6, seed=0)
     assert [g.text for g in tiny_runtime.generate(PROMPTS, nucleus)] == [
@@ -324,6 +343,7 @@ def test_load_from_a_model_folder_matches_the_in_memory_model(
         {"top_p": 1.5},
         {"stop": "abc"},
         {"stop": [""]},
+        {"prompt_length_cap": 0.0},
     ],
 )
 def test_bad_generation_params_are_rejected(kwargs: dict[str, Any]) -> None:
