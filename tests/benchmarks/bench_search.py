@@ -8,7 +8,8 @@ Problems: the eval koans (one per family, in order: ``--pool koans``), or the ni
 generated problems (``--pool gate|test``: agent/pools.py, the same draw the night uses, verified in the
 sandbox first). Each problem's serving prompt (its rustc diagnostics, with the daemon's hints setting) is
 sampled n times in one batched call (temperature 0.7, top-p 0.95, each row its own seed), every candidate is
-parsed and verified in the sandbox (2 parallel checks), and CPU time is counted for this process *and* its
+parsed and judged as the night judges (``judge_candidate``: compiles, tests pass, no original test deleted;
+2 parallel checks), samples stop at their prompt's length like the night's (``--length-cap``), and CPU time is counted for this process *and* its
 rustc children (getrusage), so the figure is what the machine spends, not what one thread waits. The n values
 run interleaved per problem; ``--throughput-first K`` runs the smaller n only on the first K problems (the
 largest n always runs: pass@k for every k ≤ n is estimated from its samples, with the unbiased estimator
@@ -40,7 +41,9 @@ from agent.koans import load_koans  # noqa: E402
 from agent.pools import build_pools, source_hash  # noqa: E402
 from agent.prompt import build_messages, parse_reply  # noqa: E402
 from agent.sandbox import Sandbox  # noqa: E402
+from agent.validation import judge_candidate  # noqa: E402
 from learner.runtime import GenerationParams, ModelRuntime  # noqa: E402
+from service.night import NIGHT_SAMPLE_LENGTH_CAP  # noqa: E402
 
 
 def cpu_seconds() -> float:
@@ -90,6 +93,12 @@ def main() -> int:
     ap.add_argument("--n", type=int, nargs="+", default=[1, 4, 8])
     ap.add_argument("--throughput-first", type=int, help="run the smaller n only on the first K problems")
     ap.add_argument("--max-new-tokens", type=int, default=512)
+    ap.add_argument(
+        "--length-cap",
+        type=float,
+        default=NIGHT_SAMPLE_LENGTH_CAP,
+        help="each sample stops at this multiple of its prompt's tokens (the night's sampler; 0 = no cap)",
+    )
     ap.add_argument("--no-hints", action="store_true", help="prompt without the fix hints (default: hints)")
     ap.add_argument("--out-dir", type=Path, help="resumable per-problem results (search.jsonl)")
     ap.add_argument("--json", type=Path)
@@ -121,7 +130,11 @@ def main() -> int:
         messages = build_messages(prob.broken, diags, hints=not args.no_hints)
         for n in todo:
             params = GenerationParams(
-                max_new_tokens=args.max_new_tokens, temperature=0.7, top_p=0.95, seed=1000 + i
+                max_new_tokens=args.max_new_tokens,
+                temperature=0.7,
+                top_p=0.95,
+                seed=1000 + i,
+                prompt_length_cap=args.length_cap or None,
             )
             cpu0, wall0 = cpu_seconds(), time.perf_counter()
             outs = rt.generate([messages] * n, params)
@@ -130,7 +143,9 @@ def main() -> int:
                 (c, prob.mode, prob.edition, prob.tests) for c in cands if c is not None and c != prob.broken
             ]
             with ThreadPoolExecutor(max_workers=2) as pool:
-                results = list(pool.map(lambda job: sandbox.verify(*job), jobs))
+                results = list(
+                    pool.map(lambda job, src=prob.broken: judge_candidate(sandbox, src, *job), jobs)
+                )
             row = {
                 "id": pid,
                 "n": n,
