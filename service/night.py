@@ -267,8 +267,11 @@ def add_episode_replies(
         }
 
 
-#: problems per self-data batch: the progress and wall-budget granularity of the data stage
-SELF_DATA_CHUNK = 16
+#: Problems per self-data batch: the progress and wall-budget granularity of the data stage. 8 fills one
+#: greedy micro-batch (the runtime's batch size) and their samples (k per greedy failure) fill whole ones; a
+#: chunk is never interrupted, and a 16-problem chunk of the default model took 580 s on 2 cores (the budget
+#: overran by most of one, and progress stood still that long: docs/learning.md, "First real-model nights").
+SELF_DATA_CHUNK = 8
 
 
 def reference_targets(problems: Sequence[SelfProblem], settings: Settings) -> list[list[Target]]:
