@@ -39,7 +39,8 @@ RETRY_AFTER_CAP_S = 120
 #: Admission's job-time estimate: this quantile of the last ``_RECENT`` measured jobs (or the mean, if larger).
 ADMIT_QUANTILE = 0.9
 _RECENT = 16
-#: Until this many jobs were measured, admission plans with ``COLD_FACTOR`` times the estimate: one or two
+#: Until this many jobs were measured, admission plans each job *ahead* with ``COLD_FACTOR`` times the estimate
+#: (``WorkQueue._ahead_job_s``; at least the configured guess times it): one or two
 #: jobs (typically a warm-up on an idle machine) say little about the time a job takes once the machine is
 #: busy (bench_faults: 1.5 s idle, 7 s beside a rustc storm, a factor of 4.7).
 COLD_JOBS = 4
@@ -109,26 +110,27 @@ class WorkQueue:
 
     @property
     def admission_job_s(self) -> float:
-        """The job time admission plans with: the recent jobs' ``ADMIT_QUANTILE`` quantile, or the mean if
-        larger (the configured guess until a job has run); ``COLD_FACTOR`` times that while fewer than
-        ``COLD_JOBS`` jobs were measured."""
+        """A job's own time as admission plans it: the recent jobs' ``ADMIT_QUANTILE`` quantile, or their mean
+        if larger (the configured guess until a job has run)."""
         with self._lock:
             recent = sorted(self._recent)
         if not recent:
-            return self.seconds_per_job * COLD_FACTOR
+            return self.seconds_per_job
         q = recent[min(len(recent) - 1, math.ceil(ADMIT_QUANTILE * len(recent)) - 1)]
-        return max(q, self.seconds_per_job) * (COLD_FACTOR if len(recent) < COLD_JOBS else 1.0)
+        return max(q, self.seconds_per_job)
 
     def _ahead_job_s(self) -> float:
-        """What each job ahead (running or waiting) is planned to take: ``admission_job_s``, and while cold
-        at least the configured guess × ``COLD_FACTOR``. bench_faults: a warm-up measured on an idle server
-        planned the start burst's second job behind the first, the first then ran 9 s under the fix mix,
-        and the second answered 504. (The job's own time keeps ``admission_job_s``: flooring it too would
-        refuse every job whose deadline is under the guess × 4, and the queue would never warm up.)"""
+        """What each job ahead (running or waiting) is planned to take: ``admission_job_s`` once ``COLD_JOBS``
+        jobs were measured; before that ``COLD_FACTOR`` × the larger of it and the configured guess. A job
+        measured on an idle machine says little about one beside others (bench_faults: a warm-up of ~1 s,
+        then 9 s per job under the fix mix; a second job planned behind the first on the warm-up's figure
+        answered 504). The job's own time is not scaled: scaling it refused every request whose deadline was
+        under 4 × the first measurement — on an idle server too, and for good, since nothing refused is
+        measured (bench_faults: one model fix accepted in 20 s)."""
         est = self.admission_job_s
         with self._lock:
             cold = len(self._recent) < COLD_JOBS
-        return max(est, self._initial_s * COLD_FACTOR) if cold else est
+        return max(est, self._initial_s) * COLD_FACTOR if cold else est
 
     def planned_finish_s(self) -> float:
         """Seconds from now until a job submitted now would finish, playing the queue forward: running jobs
@@ -167,10 +169,11 @@ class WorkQueue:
     ) -> Future[Any]:
         """Queue ``fn``. ``deadline`` (a ``time.monotonic()`` instant): refused when the planned wait (and, with
         ``count_own_time``, the job's own time: ``planned_finish_s``) would pass it — so an accepted job is
-        one that can finish in time. Before a job was measured, only the wait behind other jobs counts (with
-        the configured ``initial_job_s`` × ``COLD_FACTOR``): an idle cold queue takes any job, but the burst
-        that meets a fresh server queues only as deep as that guess allows (bench_faults: two simultaneous
-        first requests were both accepted, the second waited 8.7 s behind the first and missed its 10 s);
+        one that can finish in time. Jobs ahead are planned with ``_ahead_job_s`` (pessimistic while cold).
+        Before a job was measured only the wait behind other jobs counts: an idle cold queue takes any job,
+        but the burst that meets a fresh server queues only as deep as the configured guess allows
+        (bench_faults: two simultaneous first requests were both accepted, the second waited 8.7 s behind
+        the first and missed its 10 s);
         dropped unrun if a worker reaches it too late. ``longer``: how such a refusal tells the client to
         ask for more time, given the seconds from now the job would need (the API names its request field
         and the seconds; without it, a job too long for its deadline says "ask with a longer timeout").
@@ -185,7 +188,10 @@ class WorkQueue:
                     f"one job takes up to about {job:.0f} s here, more than the request's "
                     f"deadline leaves ({max(0.0, left):.0f} s): {more}",
                 )
-            wait = self.planned_finish_s() - (0.0 if self.count_own_time else job)
+            # the wait ahead, plus (``count_own_time``, once a job was measured) the job's own time
+            wait = self.planned_finish_s() - (
+                0.0 if self.count_own_time and self._ewma_s is not None else job
+            )
             if self.depth > 0 and wait >= left:
                 reason = "the queue ahead would outlast the request's deadline"
                 if longer is not None:

@@ -133,7 +133,8 @@ def test_a_cold_queue_plans_pessimistically_until_four_jobs_were_measured() -> N
     q = WorkQueue(capacity=4, workers=1, name="t", initial_job_s=0.01, count_own_time=True)
     try:
         q.submit(lambda: time.sleep(0.3)).result()
-        assert q.admission_job_s == pytest.approx(4 * q.seconds_per_job)
+        assert q._ahead_job_s() == pytest.approx(4 * q.seconds_per_job)
+        assert q.admission_job_s == pytest.approx(q.seconds_per_job)  # its own time: not scaled
         release = _block(q)
         try:
             with pytest.raises(QueueFull):
@@ -163,7 +164,9 @@ def test_before_any_job_was_measured_the_burst_behind_the_first_is_planned_with_
     queued when the deadline leaves room."""
     q = WorkQueue(capacity=4, workers=1, name="t", initial_job_s=1.0, count_own_time=True)
     try:
-        assert q.seconds_per_job == 1.0 and q.admission_job_s == pytest.approx(1.0 * COLD_FACTOR)
+        assert q.seconds_per_job == 1.0 == q.admission_job_s and q._ahead_job_s() == pytest.approx(
+            COLD_FACTOR
+        )
         release = threading.Event()
         q.submit(lambda: release.wait(60), deadline=time.monotonic() + 0.5)  # idle and cold: it gets in
         try:
@@ -187,7 +190,7 @@ def test_a_fast_warm_up_does_not_talk_the_cold_plan_of_a_running_job_below_the_c
     q = WorkQueue(capacity=4, workers=1, name="t", initial_job_s=0.5, count_own_time=True)
     try:
         q.submit(lambda: None).result()
-        assert q.admission_job_s < 0.1 * COLD_FACTOR
+        assert q.admission_job_s < 0.1 and q._ahead_job_s() == pytest.approx(0.5 * COLD_FACTOR)
         idle = q.submit(lambda: "idle", deadline=time.monotonic() + 0.5)
         assert idle.result(timeout=10) == "idle"
         release = _block(q)
@@ -202,6 +205,25 @@ def test_a_fast_warm_up_does_not_talk_the_cold_plan_of_a_running_job_below_the_c
         release = _block(q)  # warm: the measured milliseconds plan the running job
         try:
             assert q.planned_finish_s() < 0.5
+        finally:
+            release.set()
+    finally:
+        q.shutdown()
+
+
+def test_a_cold_queue_measured_under_load_still_takes_jobs_that_fit_their_deadline() -> None:
+    """The first measured job took 0.3 s: a request with a 0.5 s deadline to an idle queue fits and is taken
+    (the own time is the measurement, not 4 × it — that refused every such request, and the queue never
+    warmed up); one behind a running job is still planned pessimistically and refused."""
+    q = WorkQueue(capacity=4, workers=1, name="t", initial_job_s=0.01, count_own_time=True)
+    try:
+        q.submit(lambda: time.sleep(0.3)).result()
+        fits = q.submit(lambda: "fits", deadline=time.monotonic() + 0.5)
+        assert fits.result(timeout=10) == "fits"
+        release = _block(q)
+        try:
+            with pytest.raises(QueueFull, match="outlast"):
+                q.submit(lambda: None, deadline=time.monotonic() + 0.5)
         finally:
             release.set()
     finally:

@@ -168,8 +168,11 @@ def test_loading_the_model_freezes_the_long_lived_objects_out_of_the_collector(
     services = Services.build(make_settings(tmp_path, tiny_model_dir))
     gc.unfreeze()
     assert gc.get_freeze_count() == 0
-    services._load_model()
-    assert services.serving.model_ready
-    assert gc.get_freeze_count() > 10_000  # the model, tokenizer and libraries, not a handful
-    model = services.serving.runtime.model
-    assert gc.is_tracked(model) and not any(model is o for o in gc.get_objects(generation=2))
+    try:
+        services._load_model()
+        assert services.serving.model_ready
+        assert gc.get_freeze_count() > 10_000  # the model, tokenizer and libraries, not a handful
+        model = services.serving.runtime.model
+        assert gc.is_tracked(model) and not any(model is o for o in gc.get_objects(generation=2))
+    finally:
+        gc.unfreeze()  # the rest of the test session collects as usual

@@ -71,7 +71,9 @@ class FixRequest(BaseModel):
         allow_inf_nan=False,
         description="This request's deadline in seconds (default: the server's limits.request_timeout_s; at "
         "most limits.max_request_timeout_s, the maximum stated here). Admission refuses (429) a fix that "
-        "cannot finish within it; at the deadline the loop stops and a 504 carries the attempts so far.",
+        "cannot finish within it; the loop starts no model round that could not end before it (the answer is "
+        "then a 200 with the attempts made), and a round the deadline cuts ends in a 504 carrying the attempts "
+        "so far.",
     )
 
 

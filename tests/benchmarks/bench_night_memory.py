@@ -14,14 +14,13 @@ seconds (training: seconds per step). Training batches are the night's: ``--batc
 (serving prompt with rustc's diagnostics, reply = cause sentence + fixed program) cut to ``--max-length``
 tokens. Configurations: ``plain`` (every activation kept for backward, the night before checkpointing),
 ``ckpt`` (learner.share.checkpoint: decoder layers recompute in backward), ``ckpt-trim`` (the same, and
-glibc's ``malloc_trim`` after each training stage hands freed heap back to the system).
+glibc's ``malloc_trim`` after each training stage hands freed heap back to the system: the night's
+``learner.heap.release_free_heap``).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import json
 import os
 import subprocess
@@ -47,17 +46,13 @@ def status_mib() -> dict[str, float]:
     return out
 
 
-def trim() -> None:
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def child(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from agent.koans import train_koans
     from agent.prompt import build_messages, format_program_answer
     from agent.sandbox import Sandbox
+    from learner.heap import release_free_heap
     from learner.runtime import GenerationParams, ModelRuntime
     from learner.share.layer import attach_share
     from learner.share.phases import Phase2Config, phase1, phase2
@@ -69,7 +64,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
     def mark(stage: str, started: float, **extra: Any) -> None:
         if config["trim"] and stage.startswith(("seed", "phase2")):
-            trim()
+            release_free_heap()
         row = {"stage": stage, "seconds": round(time.perf_counter() - started, 1), **status_mib(), **extra}
         stages.append(row)
         print(f"  [{args.config}] {stage}: {json.dumps(row)}", flush=True)

@@ -45,6 +45,9 @@ from agent.validation import judge_candidate  # noqa: E402
 from learner.runtime import GenerationParams, ModelRuntime  # noqa: E402
 from service.night import NIGHT_SAMPLE_LENGTH_CAP  # noqa: E402
 
+#: How candidates are judged, recorded with each resumable row (``judge_candidate``: the night's judge).
+JUDGE = "judge_candidate"
+
 
 def cpu_seconds() -> float:
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -113,7 +116,9 @@ def main() -> int:
         if path.exists():
             for line in path.read_text().splitlines():
                 row = json.loads(line)
-                done[(row["id"], row["n"])] = row
+                # rows of another setting (before the judge and the cap were recorded: none) are redone
+                if row.get("length_cap") == args.length_cap and row.get("judge") == JUDGE:
+                    done[(row["id"], row["n"])] = row
         log = path.open("a")
     rt = ModelRuntime.load(
         args.model, dtype="float32", device="cpu", threads=args.threads, weights=args.weights
@@ -154,6 +159,8 @@ def main() -> int:
                 "candidates": n,
                 "passing": sum(r.ok for r in results),
                 "unchanged": sum(1 for c in cands if c == prob.broken),
+                "length_cap": args.length_cap,
+                "judge": JUDGE,
             }
             done[(pid, n)] = row
             if log is not None:
