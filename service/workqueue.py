@@ -254,24 +254,32 @@ class WorkQueue:
             if self.on_wait is not None:
                 self.on_wait(time.monotonic() - queued_at)
             start = time.monotonic()
-            ran = False
+            ran, ok = False, False
+            value: Any = None
             try:
                 if deadline is not None and start >= deadline:
-                    fut.set_exception(DeadlineExceeded("the request's deadline passed while it waited"))
+                    value = DeadlineExceeded("the request's deadline passed while it waited")
                 else:
                     ran = True
-                    fut.set_result(fn())
+                    value, ok = fn(), True
             except BaseException as exc:  # delivered to the waiting request
-                fut.set_exception(exc)
-            finally:
-                took = time.monotonic() - start
-                with self._lock:
-                    self._busy -= 1
-                    self._started.pop(threading.get_ident(), None)
-                    if ran:
-                        prev = self._ewma_s
-                        self._ewma_s = took if prev is None else 0.7 * prev + 0.3 * took
-                        self._recent.append(took)
+                value = exc
+            took = time.monotonic() - start
+            # The worker is free and the job measured *before* its caller hears back: a client that sends its
+            # next request at once must not find the queue still counting this one (a sequential client's
+            # check was refused as if behind a running job).
+            with self._lock:
+                self._busy -= 1
+                self._started.pop(threading.get_ident(), None)
+                if ran:
+                    prev = self._ewma_s
+                    self._ewma_s = took if prev is None else 0.7 * prev + 0.3 * took
+                    self._recent.append(took)
+            if ok:
+                fut.set_result(value)
+            else:
+                assert isinstance(value, BaseException)
+                fut.set_exception(value)
 
     def shutdown(self) -> None:
         for _ in self._threads:

@@ -230,6 +230,22 @@ def test_a_cold_queue_measured_under_load_still_takes_jobs_that_fit_their_deadli
         q.shutdown()
 
 
+def test_a_finished_job_has_left_the_queue_when_its_caller_hears_back() -> None:
+    """The worker frees itself and records the job's time before it delivers the result: a client that
+    sends its next request at once finds an empty queue (it was counted as still running, and a sequential
+    client's next check was refused as if behind it)."""
+    q = WorkQueue(capacity=1, workers=1, name="t", initial_job_s=1.0)
+    seen: list[tuple[int, int]] = []  # (depth, measured jobs) when the result is delivered
+    try:
+        for _ in range(3):
+            fut = q.submit(lambda: None)
+            fut.add_done_callback(lambda _f: seen.append((q.depth, len(q._recent))))
+            assert fut.result(timeout=10) is None
+    finally:
+        q.shutdown()
+    assert seen == [(0, 1), (0, 2), (0, 3)]
+
+
 def test_a_job_whose_deadline_passed_in_the_queue_never_runs() -> None:
     q = WorkQueue(capacity=4, workers=1, name="t", initial_job_s=0.001)  # admitted: its plan says it fits
     release = _block(q)

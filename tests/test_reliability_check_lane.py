@@ -61,6 +61,11 @@ def test_a_full_check_lane_refuses_with_429_and_health_still_answers(
     client, services = live
     assert services.check_queue is not None
     url = str(client.base_url)
+    # A warm lane (four quick checks measured): admission plans the next check on them, so the second slow
+    # check below is accepted and waits — a cold lane plans each job ahead as 4 × its 1 s guess and would
+    # refuse it up front against the 2 s limit.
+    for n in range(4):
+        assert client.post("/v1/check", json={"code": f"fn main() {{ let _ = {n}; }}\n"}).status_code == 200
     with (
         ThreadPoolExecutor(4) as pool,
         _client_from("127.0.0.2", url) as first,
