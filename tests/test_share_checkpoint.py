@@ -10,10 +10,10 @@ import torch
 
 from learner.share.checkpoint import checkpointed, decoder_layers
 from learner.share.examples import collate, encode_example
-from learner.share.layer import attach_share, find_target_layers
-from learner.share.math import LoraSeed, SeedLayer
+from learner.share.layer import attach_share
 from learner.share.phases import CoefficientTrainer, Phase2Config, phase1, phase2
 from learner.share.seeds import SeedConfig, train_lora_seed
+from tests.helpers import random_seed
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -32,21 +32,6 @@ def examples(count: int = 4) -> list[tuple[list[dict[str, str]], str]]:
         )
         for i in range(count)
     ]
-
-
-def random_seed(model: torch.nn.Module, name: str, seed: int) -> LoraSeed:
-    g = torch.Generator().manual_seed(seed)
-    return LoraSeed(
-        name=name,
-        layers={
-            key: SeedLayer(
-                a=torch.randn(4, lin.in_features, generator=g) * 0.3,
-                b=torch.randn(lin.out_features, 4, generator=g) * 0.3,
-                scaling=2.0,
-            )
-            for key, lin in find_target_layers(model, ["q_proj", "v_proj"]).items()
-        },
-    )
 
 
 def saved_bytes(fn) -> tuple[int, torch.Tensor]:  # type: ignore[no-untyped-def]
