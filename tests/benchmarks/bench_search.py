@@ -16,7 +16,7 @@ largest n always runs: pass@k for every k ≤ n is estimated from its samples, w
 1 − C(n−c, k)/C(n, k) of Chen et al. 2021, c = passing samples, and a 95% normal interval over problems).
 
 ``--out-dir`` makes it resumable: one JSON line per finished (problem, n) in ``search.jsonl``; a rerun skips
-them. Not a test.
+them, and ``--report-only`` prints the figures of the rows done so far. Not a test.
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ def main() -> int:
     ap.add_argument("--no-hints", action="store_true", help="prompt without the fix hints (default: hints)")
     ap.add_argument("--out-dir", type=Path, help="resumable per-problem results (search.jsonl)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--report-only", action="store_true", help="with --out-dir: report the rows done so far")
     args = ap.parse_args()
     sandbox = Sandbox()
     problems = problems_for(args.pool, args.koans if args.pool == "koans" else args.problems, sandbox)
@@ -120,6 +121,9 @@ def main() -> int:
                 if row.get("length_cap") == args.length_cap and row.get("judge") == JUDGE:
                     done[(row["id"], row["n"])] = row
         log = path.open("a")
+    if args.report_only:  # what a stopped run has so far, without loading the model
+        report(args, problems, done, os.getloadavg()[0])
+        return 0
     rt = ModelRuntime.load(
         args.model, dtype="float32", device="cpu", threads=args.threads, weights=args.weights
     )
