@@ -3,8 +3,6 @@ the same trained adapters as without it, a fraction of the saved activations, th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -15,13 +13,7 @@ from learner.share.phases import CoefficientTrainer, Phase2Config, phase1, phase
 from learner.share.seeds import SeedConfig, train_lora_seed
 from tests.helpers import random_seed
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def examples(count: int = 4) -> list[tuple[list[dict[str, str]], str]]:

@@ -4,7 +4,6 @@ mixed batches, atomic hot-swap."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -16,14 +15,7 @@ from learner.share.math import LayerBasis, TaskCoefficients
 from learner.share.phases import phase1
 from tests.helpers import random_seed
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Two shared cores: a second intra-op thread only spins against the other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def attached(

@@ -4,7 +4,6 @@ layer computes; PEFT adapters import as Phase 1 seeds with PEFT's own scaling.""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,7 @@ from learner.share.peft_io import export_peft, import_peft
 from learner.share.phases import phase1
 from learner.tiny import build_tiny_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
