@@ -173,25 +173,22 @@ class WorkQueue:
         Before a job was measured only the wait behind other jobs counts: an idle cold queue takes any job,
         but the burst that meets a fresh server queues only as deep as the configured guess allows
         (bench_faults: two simultaneous first requests were both accepted, the second waited 8.7 s behind
-        the first and missed its 10 s);
-        dropped unrun if a worker reaches it too late. ``longer``: how such a refusal tells the client to
+        the first and missed its 10 s). An accepted job is dropped unrun if a worker reaches it too late. ``longer``: how such a refusal tells the client to
         ask for more time, given the seconds from now the job would need (the API names its request field
         and the seconds; without it, a job too long for its deadline says "ask with a longer timeout").
         ``owner``: refused when that owner already holds ``per_owner`` jobs (queued or running)."""
         if deadline is not None:
             left = deadline - time.monotonic()
             job = self.admission_job_s
-            if self.count_own_time and self._ewma_s is not None and job >= left:
+            own_time = self.count_own_time and self._ewma_s is not None  # measured: it counts
+            if own_time and job >= left:
                 more = longer(job) if longer is not None else "ask with a longer timeout"
                 raise QueueFull(
                     self.retry_after(),
                     f"one job takes up to about {job:.0f} s here, more than the request's "
                     f"deadline leaves ({max(0.0, left):.0f} s): {more}",
                 )
-            # the wait ahead, plus (``count_own_time``, once a job was measured) the job's own time
-            wait = self.planned_finish_s() - (
-                0.0 if self.count_own_time and self._ewma_s is not None else job
-            )
+            wait = self.planned_finish_s() - (0.0 if own_time else job)  # the wait ahead (+ its own time)
             if self.depth > 0 and wait >= left:
                 reason = "the queue ahead would outlast the request's deadline"
                 if longer is not None:

@@ -108,9 +108,8 @@ class Phase2Config:
     seed: int = 0
     progress: bool = True
     copy_weight: float = 1.0  # edit-weighted loss: weight of answer lines copied from the prompt (1 = plain)
-    gradient_checkpointing: bool = (
-        False  # recompute decoder activations in backward (learner.share.checkpoint)
-    )
+    # recompute decoder activations in backward (learner.share.checkpoint)
+    gradient_checkpointing: bool = False
 
 
 @dataclass

@@ -53,9 +53,8 @@ class SeedConfig:
     checkpoint_dir: Path | None = None
     checkpoint_every: int = 0  # steps; 0 = only the final adapter is returned
     copy_weight: float = 1.0  # edit-weighted loss: weight of answer lines copied from the prompt (1 = plain)
-    gradient_checkpointing: bool = (
-        False  # recompute decoder activations in backward (learner.share.checkpoint)
-    )
+    # recompute decoder activations in backward (learner.share.checkpoint)
+    gradient_checkpointing: bool = False
 
 
 @dataclass
