@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -142,6 +142,36 @@ DEFAULT_RULES: tuple[TaskRule, ...] = (
 )
 
 
+#: Task groups: which adapter (Share task key) each rule's task trains and is served by. ``fine`` keeps one
+#: adapter per rule (18 with the default rules); ``coarse`` pools them into three groups of about equal
+#: data (ownership and borrowing; types and traits; names, items and patterns), so that a night's examples
+#: and training steps are shared by three adapters instead of eighteen; ``pooled`` is one adapter for every
+#: routed problem. A problem nothing explains (or explains too little of) still goes to the base model.
+#: Measured reason (docs/learning.md, "Task groups"): with 18 fine tasks a night held 7-16 examples per
+#: task and its training budget gave each task one step.
+COARSE_GROUPS: Mapping[str, str] = {
+    **dict.fromkeys(("moves", "borrows", "mutability", "lifetimes", "closures", "concurrency"), "ownership"),
+    **dict.fromkeys(
+        ("type_mismatch", "result_option", "annotations", "generics", "traits", "trait_items"), "types"
+    ),
+    **dict.fromkeys(("unresolved", "privacy", "fields", "exhaustive", "arity", "edition2024"), "items"),
+}
+POOLED_TASK = "all"
+GROUPINGS: tuple[str, ...] = ("fine", "coarse", "pooled")
+
+
+def task_groups(grouping: str, rules: Sequence[TaskRule] = DEFAULT_RULES) -> dict[str, str]:
+    """rule task → group for one of :data:`GROUPINGS` (a rule missing from ``COARSE_GROUPS`` keeps its
+    own name)."""
+    if grouping == "fine":
+        return {r.task: r.task for r in rules}
+    if grouping == "coarse":
+        return {r.task: COARSE_GROUPS.get(r.task, r.task) for r in rules}
+    if grouping == "pooled":
+        return {r.task: POOLED_TASK for r in rules}
+    raise ValueError(f"unknown task grouping {grouping!r}: one of {', '.join(GROUPINGS)}")
+
+
 @dataclass(frozen=True)
 class RouteDecision:
     """The router's answer: a task key (None = base model), how much of the errors it explains, and why."""
@@ -164,34 +194,53 @@ def error_diagnostics(diagnostics: Iterable[DiagnosticLike]) -> list[DiagnosticL
 
 
 class TaskRouter:
-    """Routes a problem's diagnostics to one task when that task explains at least ``threshold`` of them."""
+    """Routes a problem's diagnostics to one task when that task explains at least ``threshold`` of them.
 
-    def __init__(self, rules: Sequence[TaskRule] = DEFAULT_RULES, threshold: float = 0.5) -> None:
+    ``groups`` (rule task → group, e.g. :func:`task_groups`) makes the groups the tasks: a diagnostic is
+    explained by a group when one of its rules explains it (counted once), ties go to the group of the
+    earliest rule, and the decision names the group. None: every rule is its own task."""
+
+    def __init__(
+        self,
+        rules: Sequence[TaskRule] = DEFAULT_RULES,
+        threshold: float = 0.5,
+        groups: Mapping[str, str] | None = None,
+    ) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], not {threshold}")
         tasks = [r.task for r in rules]
         duplicates = sorted({t for t in tasks if tasks.count(t) > 1})
         if duplicates:
             raise ValueError(f"duplicate task rules: {', '.join(duplicates)}")
+        groups = dict(groups) if groups is not None else {t: t for t in tasks}
+        missing = [t for t in tasks if t not in groups]
+        if missing:
+            raise ValueError(f"tasks without a group: {', '.join(missing)}")
+        for group in set(groups.values()):
+            TaskRule(group)  # the same key rules as a task's
         self.rules: tuple[TaskRule, ...] = tuple(rules)
         self.threshold = threshold
+        self.group_of: dict[str, str] = {t: groups[t] for t in tasks}
 
     @property
     def tasks(self) -> list[str]:
-        return [r.task for r in self.rules]
+        """The task keys this router decides between (groups when grouped), in rule order."""
+        return list(dict.fromkeys(self.group_of[r.task] for r in self.rules))
+
+    def members(self, task: str) -> list[str]:
+        """The rule tasks a task key (a group) stands for."""
+        return [r.task for r in self.rules if self.group_of[r.task] == task]
 
     def explaining_tasks(self, diagnostic: DiagnosticLike) -> list[str]:
-        """Tasks that explain one diagnostic, most specific evidence first: a pattern matching the message,
-        else a pattern matching the rendered text (its span labels say e.g. "expected `Option<..>`"), else
-        the error code."""
+        """Tasks (groups) that explain one diagnostic, most specific evidence first: a pattern matching the
+        message, else a pattern matching the rendered text (its span labels say e.g. "expected
+        `Option<..>`"), else the error code."""
         by_message = [r.task for r in self.rules if r.matches_message(diagnostic.message)]
-        if by_message:
-            return by_message
-        rendered = getattr(diagnostic, "rendered", "") or ""
-        by_rendered = [r.task for r in self.rules if rendered and r.matches_message(rendered)]
-        if by_rendered:
-            return by_rendered
-        return [r.task for r in self.rules if r.matches_code(diagnostic.code)]
+        if not by_message:
+            rendered = getattr(diagnostic, "rendered", "") or ""
+            by_message = [r.task for r in self.rules if rendered and r.matches_message(rendered)]
+        rules = by_message or [r.task for r in self.rules if r.matches_code(diagnostic.code)]
+        return list(dict.fromkeys(self.group_of[t] for t in rules))
 
     def route(self, diagnostics: Iterable[DiagnosticLike]) -> RouteDecision:
         errors = error_diagnostics(diagnostics)

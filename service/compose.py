@@ -132,7 +132,7 @@ def build_fix_loop(
     ``runtime`` None builds a loop for strategies that need no model (it raises if asked for one);
     ``wrap_generate`` wraps the greedy ``generate`` (``dreamfix eval`` replays recorded replies through it)."""
     wrap = wrap_generate or (lambda fn: fn)
-    route = route_fn(router or TaskRouter(threshold=settings.router.confidence_threshold), snapshot)
+    route = route_fn(router or settings.router.task_router(), snapshot)
     workers = settings.sandbox.max_concurrency
     if runtime is None:
 

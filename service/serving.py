@@ -25,7 +25,6 @@ from agent.diagnostics import error_codes, parse_client_output
 from agent.loop import PROMPT_TOO_LONG, DeadlineStop, FixLoop, Strategy
 from agent.problems import Problem
 from agent.sandbox import Sandbox
-from router import TaskRouter
 from service.compose import build_fix_loop, serving_strategy
 from service.db.artifacts import ArtifactIntegrityError
 from service.db.repositories import (
@@ -71,7 +70,7 @@ class ServingRuntime:
         self.settings = settings
         self.db = db
         self.sandbox = sandbox
-        self.router = TaskRouter(threshold=settings.router.confidence_threshold)
+        self.router = settings.router.task_router()
         self._factory = runtime_factory
         self.runtime: ModelRuntime | None = None
         self.bank: ShareBank | None = None

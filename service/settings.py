@@ -11,8 +11,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from router.tasks import TaskRouter, task_groups
 
 
 def _default_data_dir() -> Path:
@@ -144,6 +146,14 @@ class NightSettings(BaseModel):
 
 class RouterSettings(BaseModel):
     confidence_threshold: float = 0.5
+    # which adapter a routed problem uses (router.tasks.task_groups): one per error family ("fine", 18),
+    # three coarse groups ("coarse": ownership, types, items) or one for all ("pooled"); the night trains,
+    # gates and serves these keys (docs/learning.md, "Task groups")
+    grouping: Literal["fine", "coarse", "pooled"] = "coarse"
+
+    def task_router(self) -> TaskRouter:
+        """The router every part of the daemon routes with (serving, the night, experiments)."""
+        return TaskRouter(threshold=self.confidence_threshold, groups=task_groups(self.grouping))
 
 
 class Settings(BaseSettings):
@@ -180,6 +190,17 @@ class Settings(BaseSettings):
     router: RouterSettings = Field(default_factory=RouterSettings)
     day: DaySettings = Field(default_factory=DaySettings)
     night: NightSettings = Field(default_factory=NightSettings)
+
+    @model_validator(mode="after")
+    def _night_tasks_are_routed(self) -> Settings:
+        known = set(task_groups(self.router.grouping).values())
+        unknown = sorted(set(self.night.tasks or ()) - known)
+        if unknown:
+            raise ValueError(
+                f"night.tasks {unknown} are not tasks of router.grouping={self.router.grouping!r}: "
+                f"{', '.join(sorted(known))}"
+            )
+        return self
 
     @property
     def db_url(self) -> str:

@@ -64,6 +64,9 @@ def make_settings(tmp: Path, model_dir: Path, **overrides: Any) -> Settings:
             "gate_min_net_gain": 0,
         },
         "share": {"train_steps": 2, "lora_rank": 2, "k_cap": 4},
+        # one adapter per error family: the tests pin per-task mechanics (two tasks, a merge, routing apart)
+        # with two small families; the default coarse grouping has its own tests (test_router, test_night)
+        "router": {"grouping": "fine"},
     }
     base.update(overrides)
     return Settings(**base)
@@ -78,6 +81,7 @@ def short_night_env(data_dir: Path, model_dir: Path, admin_token: str, seed_step
         "DREAMFIX_MODEL": str(model_dir),
         "DREAMFIX_ADMIN_TOKEN": admin_token,
         "DREAMFIX_SCHEDULER__ENABLED": "false",
+        "DREAMFIX_ROUTER__GROUPING": "fine",
         "DREAMFIX_NIGHT__TASKS": '["moves"]',
         "DREAMFIX_NIGHT__SEED_STEPS": str(seed_steps),
         "DREAMFIX_NIGHT__GENERATED_EXAMPLES": "0",

@@ -79,12 +79,16 @@ def test_settings_reach_the_night_subprocess_as_its_environment(monkeypatch: pyt
 
     with pytest.raises(ValueError, match="DREAMFIX_NIGHT__EVAL_LIMIT: None cannot"):
         flatten_env("DREAMFIX_", {"night": {"eval_limit": None}})
-    env = flatten_env("DREAMFIX_", {"night": {"tasks": ["moves"], "seed_steps": 2, "eval_limit": 3}})
-    assert env["DREAMFIX_NIGHT__TASKS"] == '["moves"]' and env["DREAMFIX_NIGHT__SEED_STEPS"] == "2"
+    env = flatten_env("DREAMFIX_", {"night": {"tasks": ["ownership"], "seed_steps": 2, "eval_limit": 3}})
+    assert env["DREAMFIX_NIGHT__TASKS"] == '["ownership"]' and env["DREAMFIX_NIGHT__SEED_STEPS"] == "2"
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
-    assert (settings.night.tasks, settings.night.seed_steps, settings.night.eval_limit) == (["moves"], 2, 3)
+    assert (settings.night.tasks, settings.night.seed_steps, settings.night.eval_limit) == (
+        ["ownership"],
+        2,
+        3,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- the model

@@ -237,3 +237,43 @@ def test_self_data_asks_each_problem_with_its_tasks_served_version(
     served = {(p.split("@v")[0], int(p.split("@v")[1])) for p in promoted}
     assert asked and set(asked) == served, set(asked)
     services.stop()
+
+
+@pytest.mark.slow
+def test_a_night_with_coarse_groups_trains_and_serves_one_adapter_per_group(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """The daemon's default grouping: a night's examples are pooled per coarse group (ownership holds moves,
+    borrows, mutability, ...), one adapter per group is trained and served, and problems of different
+    families of one group are routed to that group's served version."""
+    from agent.diagnostics import Diagnostic
+    from service.compose import route_fn
+
+    settings = make_settings(tmp_path, tiny_model_dir)  # statistics off: what trains is served
+    settings.router.grouping = "coarse"
+    settings.night.tasks = ["ownership", "types"]
+    settings.night.eval_limit = 2
+    settings.night.gate_pool = 3
+    services = Services.build(settings)
+    run_id = services.jobs.run_now("night")
+    with services.db.session() as s:
+        run = RunRepository(s).get(run_id)
+        assert run is not None and run.status == "succeeded", run and run.error
+        examples = run.summary["examples"]
+        promoted = sorted(p.split("@")[0] for p in run.summary["promoted"])
+    assert set(examples) == {"ownership", "types"}
+    # the group's examples come from all its families: more than any one family has train koans (≤ 9)
+    assert examples["ownership"] > 9 and examples["types"] > 9
+    assert promoted == ["ownership", "types"]
+    services.serving.load()  # the daemon's serving model and its active versions (the night used its own)
+    assert services.serving.active_versions() == {"ownership": 1, "types": 1}
+    route = route_fn(services.serving.router, services.serving.pinned_snapshot())
+
+    def error(code: str, message: str) -> Diagnostic:
+        return Diagnostic("error", code, message, 1, 1, f"error[{code}]: {message}")
+
+    assert route([error("E0382", "use of moved value: `x`")]).key == ("ownership", 1)
+    assert route([error("E0596", "cannot borrow `v` as mutable")]).key == ("ownership", 1)
+    assert route([error("E0308", "mismatched types")]).key == ("types", 1)
+    assert route([error("E0425", "cannot find value `y` in this scope")]).key is None  # items: not trained
+    services.stop()

@@ -57,7 +57,11 @@ def _run(
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp_path = tmp_path_factory.mktemp("export")
-    env = {"DREAMFIX_DATABASE_URL": f"sqlite:///{tmp_path}/dreamfix.db", "DREAMFIX_DATA_DIR": str(tmp_path)}
+    env = {
+        "DREAMFIX_DATABASE_URL": f"sqlite:///{tmp_path}/dreamfix.db",
+        "DREAMFIX_DATA_DIR": str(tmp_path),
+        "DREAMFIX_ROUTER__GROUPING": "fine",  # install_version serves the family task moves@v1
+    }
     assert _run(sys.executable, "-m", "service", "db", "upgrade", env=env).returncode == 0
     install_version(env["DREAMFIX_DATABASE_URL"], tmp_path)  # a version saved without its base model id
     proc = _run(
@@ -106,11 +110,22 @@ def test_export_loads_in_the_oldest_allowed_peft(exported: Path, tmp_path: Path)
 
 def test_route_table_names_the_active_version(exported: Path) -> None:
     table = json.loads((exported.parents[1] / "routes.json").read_text())
-    assert table["format"] == "dreamfix-route-table/1" and 0 <= table["threshold"] <= 1
+    assert table["format"] == "dreamfix-route-table/2" and 0 <= table["threshold"] <= 1
     by_task = {r["task"]: r for r in table["routes"]}
     assert by_task["moves"]["adapter"] == "moves@v1" == exported.name
-    assert "E0382" in by_task["moves"]["codes"]
+    assert "E0382" in by_task["moves"]["codes"] and by_task["moves"]["group"] == "moves"
     assert all(r["adapter"] is None for t, r in by_task.items() if t != "moves")
+
+
+def test_route_table_of_coarse_groups_names_each_rules_group_adapter() -> None:
+    from service.cli.adapters import route_table
+    from service.settings import Settings
+
+    table = route_table({"ownership": 2}, Settings().router.task_router())
+    by_task = {r["task"]: r for r in table["routes"]}
+    assert len(by_task) == 18 and {r["group"] for r in table["routes"]} == {"ownership", "types", "items"}
+    assert by_task["moves"]["adapter"] == by_task["borrows"]["adapter"] == "ownership@v2"
+    assert by_task["traits"]["group"] == "types" and by_task["traits"]["adapter"] is None
 
 
 def test_upstream_model_id_sources(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ import pytest
 from agent.diagnostics import Diagnostic
 from agent.koans import Koan, load_koans
 from agent.sandbox import Job, Sandbox, SandboxConfig
-from router import BASE_ROUTE, Route, TaskRouter, TaskRule, make_route_fn, resolve
+from router import BASE_ROUTE, DEFAULT_RULES, Route, TaskRouter, TaskRule, make_route_fn, resolve
+from router.tasks import COARSE_GROUPS, POOLED_TASK, task_groups
 
 
 def _error(code: str | None, message: str, rendered: str = "") -> Diagnostic:
@@ -49,6 +50,16 @@ def test_routing_accuracy_on_every_single_family_koan(sandbox: Sandbox) -> None:
     accuracy = hits / len(koans)
     print(f"routing accuracy on {len(koans)} single-family koans: {accuracy:.1%}")
     assert accuracy >= 0.88
+    # Grouped, a koan routes to its family's group at least as often (a miss between two families of one
+    # group is a hit), and never to a group no rule of its errors belongs to.
+    coarse = TaskRouter(groups=task_groups("coarse"))
+    grouped = [coarse.route(d) for d in _diagnostics_of(sandbox, koans)]
+    group_hits = sum(g.task == COARSE_GROUPS[k.family] for k, g in zip(koans, grouped, strict=True))
+    print(f"coarse-group routing accuracy: {group_hits / len(koans):.1%}")
+    assert group_hits >= hits
+    for fine, group in zip(decisions, grouped, strict=True):
+        if fine.task is not None:
+            assert group.task == COARSE_GROUPS[fine.task]
 
 
 def test_pattern_beats_code_and_rendered_text_counts(sandbox: Sandbox) -> None:
@@ -127,3 +138,59 @@ def test_routes_carry_the_served_version_and_fall_back_to_base() -> None:
         1,
     )
     assert route([_error("E0382", "use of moved value: `x`")]).key is None
+
+
+def test_every_default_rule_has_a_coarse_group_and_the_groups_are_few() -> None:
+    assert set(COARSE_GROUPS) == {r.task for r in DEFAULT_RULES}
+    assert TaskRouter(groups=task_groups("coarse")).tasks == ["ownership", "items", "types"]
+    assert TaskRouter(groups=task_groups("pooled")).tasks == [POOLED_TASK]
+    assert (
+        TaskRouter(groups=task_groups("fine")).tasks == TaskRouter().tasks == [r.task for r in DEFAULT_RULES]
+    )
+    assert TaskRouter(groups=task_groups("coarse")).members("ownership")[:3] == [
+        "concurrency",
+        "closures",
+        "moves",
+    ]
+    with pytest.raises(ValueError, match="unknown task grouping"):
+        task_groups("medium")
+    with pytest.raises(ValueError, match="without a group"):
+        TaskRouter(groups={"moves": "ownership"})
+    with pytest.raises(ValueError, match="task key"):
+        TaskRouter(groups={r.task: "Not A Key" for r in DEFAULT_RULES})
+
+
+def test_a_group_explains_its_members_errors_once_each() -> None:
+    # moves + borrows + mutability: a third each for the fine router (base at 0.5); one group for all three
+    diagnostics = [
+        _error("E0382", "borrow of moved value: `x`"),
+        _error("E0499", "cannot borrow `v` as mutable more than once at a time"),
+        _error("E0596", "cannot borrow `v` as mutable, as it is not declared as mutable"),
+    ]
+    assert TaskRouter().route(diagnostics).task is None
+    grouped = TaskRouter(groups=task_groups("coarse")).route(diagnostics)
+    assert (grouped.task, grouped.confidence) == ("ownership", 1.0)
+    assert grouped.matched_codes == ("E0382", "E0499", "E0596")
+    # a diagnostic two rules of one group explain (E0373 by code: closures; inside a spawn: concurrency)
+    # counts once, so confidence stays a share of the errors
+    spawn = _error("E0373", "closure may outlive the current function", "thread::spawn(|| x)")
+    other = _error("E0308", "mismatched types")
+    decision = TaskRouter(groups=task_groups("coarse"), threshold=0.5).route([spawn, other])
+    assert decision.confidence == pytest.approx(0.5)
+    # pooled: whatever a rule explains goes to the one task; what nothing explains still goes to base
+    pooled = TaskRouter(groups=task_groups("pooled"))
+    assert pooled.route([*diagnostics, other]).task == POOLED_TASK
+    assert pooled.route([_error("E9999", "something new")]).task is None
+
+
+def test_the_daemon_routes_with_its_grouping_setting() -> None:
+    from service.settings import Settings
+
+    moved = [_error("E0382", "use of moved value: `x`")]
+    assert Settings().router.grouping == "coarse"
+    assert Settings().router.task_router().route(moved).task == "ownership"
+    assert Settings(router={"grouping": "fine"}).router.task_router().route(moved).task == "moves"
+    assert Settings(router={"grouping": "pooled"}).router.task_router().route(moved).task == POOLED_TASK
+    assert Settings(router={"grouping": "fine"}, night={"tasks": ["moves"]}).night.tasks == ["moves"]
+    with pytest.raises(ValueError, match=r"not tasks of router\.grouping='coarse'"):
+        Settings(night={"tasks": ["moves"]})

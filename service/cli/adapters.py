@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from router import TaskRouter
 from service.cli import CliError
 from service.db.session import Database
 from service.settings import get_settings
@@ -231,25 +232,27 @@ def _record_import(
     return names
 
 
-def route_table(active: dict[str, int], threshold: float) -> dict[str, Any]:
-    """The router's rules and each task's live version as ``TASK@vN`` (the exported PEFT folder's name), for
-    a gateway that picks a per-request adapter: the first rule whose message pattern matches an error's
-    message, else whose code matches, names the task; a task explaining fewer than ``threshold`` of a
-    problem's errors, or without an active version, is the base model (``adapter`` null)."""
+def route_table(active: dict[str, int], router: TaskRouter) -> dict[str, Any]:
+    """The router's rules and the live version of each rule's group as ``GROUP@vN`` (the exported PEFT
+    folder's name), for a gateway that picks a per-request adapter: the first rule whose message pattern
+    matches an error's message, else whose code matches, explains that error for its ``group``; the group
+    explaining most of a problem's errors wins (each error counted once per group), and one explaining fewer
+    than ``threshold`` of them, or without an active version, is the base model (``adapter`` null). With
+    ``router.grouping`` = fine every rule is its own group."""
     from learner.share.artifacts import task_version_name
-    from router import DEFAULT_RULES
 
     return {
-        "format": "dreamfix-route-table/1",
-        "threshold": threshold,
+        "format": "dreamfix-route-table/2",
+        "threshold": router.threshold,
         "routes": [
             {
                 "task": rule.task,
+                "group": (group := router.group_of[rule.task]),
                 "codes": sorted(rule.codes),
                 "message_patterns": list(rule.message_patterns),
-                "adapter": task_version_name(rule.task, active[rule.task]) if rule.task in active else None,
+                "adapter": task_version_name(group, active[group]) if group in active else None,
             }
-            for rule in DEFAULT_RULES
+            for rule in router.rules
         ],
     }
 
@@ -263,7 +266,7 @@ def _routes(args: argparse.Namespace) -> int:
             active = {row.task: row.version for row in AdapterRepository(s).active()}
     finally:
         db.dispose()
-    text = json.dumps(route_table(active, get_settings().router.confidence_threshold), indent=2) + "\n"
+    text = json.dumps(route_table(active, get_settings().router.task_router()), indent=2) + "\n"
     if args.out:
         try:
             Path(args.out).write_text(text)

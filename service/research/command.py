@@ -59,7 +59,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
             config,
             runtime,
             make_sandbox(settings),
-            TaskRouter(threshold=settings.router.confidence_threshold),
+            TaskRouter(threshold=settings.router.confidence_threshold),  # experiments train per family
             koans_dir=args.koans_dir,
         )
     except ValueError as exc:

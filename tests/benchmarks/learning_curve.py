@@ -67,7 +67,7 @@ TINY_SETTINGS: dict[str, Any] = {
         "generated_examples": 0,
         "eval_limit": 4,
         "max_length": 384,
-        "tasks": ["moves", "mutability"],
+        "tasks": ["ownership"],  # the default coarse grouping's group of moves, borrows, mutability, ...
         "self_samples": 0,
         "gate_pool": 4,
         "test_pool": 4,
@@ -439,7 +439,11 @@ class Evaluator:
         else:
             self.serving.sync()
         snapshot = self.serving.pinned_snapshot() if not base else None
-        loop = self.serving.make_loop(snapshot)
+        # batched greedy decoding, as the night's baseline and gate: the same replies as the daemon's
+        # prompt-lookup path (int8 rows are quantized per token), several times the throughput
+        from service.night import NIGHT_PROMPT_LOOKUP
+
+        loop = self.serving.make_loop(snapshot, prompt_lookup=NIGHT_PROMPT_LOOKUP)
         for pool, problems in pools.items():
             for name in STRATEGIES:
                 done: dict[str, Any] = results.setdefault(pool, {}).setdefault(name, {})
