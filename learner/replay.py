@@ -93,14 +93,22 @@ class ReplayBuffer:
         return [e.example for e in reversed(self.load(group)) if e.key not in keys]
 
 
-def mix(new: Sequence[Example], replayed: Sequence[Example], limit: int, rng: random.Random) -> list[Example]:
-    """Tonight's examples first (a random ``limit`` of them when there are more), then replayed ones (a
-    random choice) up to ``limit``; shuffled."""
-    chosen = list(new)
-    rng.shuffle(chosen)
-    chosen = chosen[:limit]
-    old = list(replayed)
-    rng.shuffle(old)
-    chosen += old[: max(0, limit - len(chosen))]
+def mix(
+    new: Sequence[Example],
+    replayed: Sequence[Example],
+    limit: int,
+    rng: random.Random,
+    preferred: Sequence[Example] = (),
+) -> list[Example]:
+    """Tonight's examples first — those in ``preferred`` (the model's own verified replies) before the
+    others, each tier a random choice when there are more than ``limit`` — then replayed ones (a random
+    choice) up to ``limit``; shuffled."""
+    keys = {example_key(e) for e in preferred}
+    first = [e for e in new if example_key(e) in keys]
+    rest = [e for e in new if example_key(e) not in keys]
+    chosen: list[Example] = []
+    for tier in (first, rest, list(replayed)):
+        rng.shuffle(tier)
+        chosen += tier[: max(0, limit - len(chosen))]
     rng.shuffle(chosen)
     return chosen

@@ -62,8 +62,9 @@ def _rule(task: str, codes: str = "", patterns: Sequence[str] = ()) -> TaskRule:
     return TaskRule(task, frozenset(codes.split()), tuple(patterns))
 
 
-#: The default grouping of rustc errors into tasks; task keys match the koan families (koans/<family>.toml)
-#: so that a family's practice trains, and its eval measures, the coefficients its errors are routed to.
+#: The default rules: rustc errors into families, named like the koan families (koans/<family>.toml), so that
+#: a family's practice trains, and its eval measures, the coefficients its errors are routed to — the
+#: family's own with ``router.grouping = fine``, its group's (``COARSE_GROUPS``) by default.
 #: Codes say what a diagnostic is in general; patterns (on the message, else on the rendered text) carve out
 #: the specific cases — "`Rc<..>` cannot be sent between threads" is E0277 but a concurrency error. Rule
 #: order breaks ties between tasks that explain equally many errors.
@@ -231,16 +232,22 @@ class TaskRouter:
         """The rule tasks a task key (a group) stands for."""
         return [r.task for r in self.rules if self.group_of[r.task] == task]
 
-    def explaining_tasks(self, diagnostic: DiagnosticLike) -> list[str]:
-        """Tasks (groups) that explain one diagnostic, most specific evidence first: a pattern matching the
+    def explaining_rules(self, diagnostic: DiagnosticLike) -> list[str]:
+        """Rule tasks that explain one diagnostic, most specific evidence first: a pattern matching the
         message, else a pattern matching the rendered text (its span labels say e.g. "expected
         `Option<..>`"), else the error code."""
         by_message = [r.task for r in self.rules if r.matches_message(diagnostic.message)]
-        if not by_message:
-            rendered = getattr(diagnostic, "rendered", "") or ""
-            by_message = [r.task for r in self.rules if rendered and r.matches_message(rendered)]
-        rules = by_message or [r.task for r in self.rules if r.matches_code(diagnostic.code)]
-        return list(dict.fromkeys(self.group_of[t] for t in rules))
+        if by_message:
+            return by_message
+        rendered = getattr(diagnostic, "rendered", "") or ""
+        by_rendered = [r.task for r in self.rules if rendered and r.matches_message(rendered)]
+        if by_rendered:
+            return by_rendered
+        return [r.task for r in self.rules if r.matches_code(diagnostic.code)]
+
+    def explaining_tasks(self, diagnostic: DiagnosticLike) -> list[str]:
+        """Tasks (groups when grouped) that explain one diagnostic: the groups of its explaining rules."""
+        return list(dict.fromkeys(self.group_of[t] for t in self.explaining_rules(diagnostic)))
 
     def route(self, diagnostics: Iterable[DiagnosticLike]) -> RouteDecision:
         errors = error_diagnostics(diagnostics)
@@ -248,9 +255,16 @@ class TaskRouter:
             return RouteDecision(None, 0.0, (), "no error diagnostics: base model")
         explained: Counter[str] = Counter()
         codes_of: dict[str, set[str]] = defaultdict(set)
+        # a tie goes to the task of the earliest rule that explained one of these errors (grouped or not,
+        # the group of the rule the fine router would pick)
+        first_rule: dict[str, int] = {}
+        index = {r.task: i for i, r in enumerate(self.rules)}
         for diag in errors:
-            for task in self.explaining_tasks(diag):
+            rules = self.explaining_rules(diag)
+            for task in dict.fromkeys(self.group_of[t] for t in rules):
                 explained[task] += 1
+                earliest = min(index[t] for t in rules if self.group_of[t] == task)
+                first_rule[task] = min(first_rule.get(task, earliest), earliest)
                 if diag.code:
                     codes_of[task].add(diag.code)
         if not explained:
@@ -258,8 +272,7 @@ class TaskRouter:
             return RouteDecision(
                 None, 0.0, (), f"no task explains {', '.join(codes) or 'these errors'}: base"
             )
-        order = {t: i for i, t in enumerate(self.tasks)}
-        task = min(explained, key=lambda t: (-explained[t], order[t]))
+        task = min(explained, key=lambda t: (-explained[t], first_rule[t]))
         confidence = explained[task] / len(errors)
         matched = tuple(sorted(codes_of[task]))
         summary = f"{task} explains {explained[task]}/{len(errors)} errors"

@@ -181,7 +181,9 @@ def examples_by_task(
     are self-generated and verified (service/self_data.py): the model's own verified greedy reply, else up to
     k distinct verified sampled replies word for word, else the reference fix with a cause sentence."""
     settings = ctx.settings
-    wanted = set(settings.night.tasks) if settings.night.tasks else None
+    # the router's tasks: a replay buffer of keys another grouping made (router.grouping changed) is not
+    # trained, since nothing routes to them
+    wanted = set(settings.night.tasks or serving.router.tasks)
     results = sandbox.check_many([Job(p.source, p.mode, p.edition) for p in pairs])
     snapshot = serving.pinned_snapshot()
     route = route_fn(serving.router, snapshot)
@@ -191,7 +193,7 @@ def examples_by_task(
         if result.ok or not result.diagnostics:
             continue
         r = route(result.diagnostics)
-        if r.task is None or (wanted is not None and r.task not in wanted):
+        if r.task is None or r.task not in wanted:
             continue
         problem = SelfProblem(
             pair.source, result.diagnostics, pair.fixed, pair.mode, pair.edition, pair.tests, r.key
@@ -202,16 +204,22 @@ def examples_by_task(
     targets = training_targets(ctx, problems, sandbox, serving, snapshot, progress)
     add_episode_replies(ctx, routed_pairs, targets, sandbox)
     grouped: dict[str, list[tuple[list[dict[str, str]], str]]] = defaultdict(list)
+    own: dict[str, list[tuple[list[dict[str, str]], str]]] = defaultdict(list)
     for (task, _), problem_targets in zip(routed, targets, strict=True):
         grouped[task].extend((t.messages, t.answer) for t in problem_targets)
-    return with_replay(ctx, grouped, wanted)
+        own[task].extend((t.messages, t.answer) for t in problem_targets if t.kind != "reference")
+    return with_replay(ctx, grouped, wanted, own)
 
 
 def with_replay(
-    ctx: RunContext, grouped: Mapping[str, list[Example]], wanted: set[str] | None
+    ctx: RunContext,
+    grouped: Mapping[str, list[Example]],
+    wanted: set[str] | None,
+    own: Mapping[str, list[Example]] | None = None,
 ) -> dict[str, list[Example]]:
     """Tonight's examples per task ∪ the task's replay buffer (learner/replay.py, ``night.replay_cap`` per
-    task, 0 = off): tonight's first, replayed ones fill up to ``max_examples_per_task``. Tonight's are added
+    task, 0 = off): tonight's first — the model's own verified replies (``own``: greedy, sampled, episode)
+    before reference targets — and replayed ones fill up to ``max_examples_per_task``. Tonight's are added
     to the buffer even when the task is still below ``min_examples_per_task``, so it grows to enough."""
     from learner.replay import ReplayBuffer, mix
 
@@ -227,9 +235,11 @@ def with_replay(
         if len(new) + len(old) < night.min_examples_per_task:
             ctx.log(f"task {task}: {len(new)} new + {len(old)} replayed examples, below the minimum; skipped")
             continue
-        out[task] = mix(new, old, night.max_examples_per_task, random.Random(f"{ctx.run_id}:{task}"))
+        mine = (own or {}).get(task, [])
+        out[task] = mix(new, old, night.max_examples_per_task, random.Random(f"{ctx.run_id}:{task}"), mine)
         replay[task] = {
             "new": len(new),
+            "own": len(mine),
             "replayed": len(out[task]) - min(len(new), len(out[task])),
             "buffer": size,
         }

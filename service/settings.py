@@ -152,7 +152,8 @@ class RouterSettings(BaseModel):
     grouping: Literal["fine", "coarse", "pooled"] = "coarse"
 
     def task_router(self) -> TaskRouter:
-        """The router every part of the daemon routes with (serving, the night, experiments)."""
+        """The router the daemon routes with (serving, the day job, the night; the experiments in
+        service/research keep one adapter per family)."""
         return TaskRouter(threshold=self.confidence_threshold, groups=task_groups(self.grouping))
 
 

@@ -22,6 +22,7 @@ def settings_env(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("DREAMFIX_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("DREAMFIX_MODEL", str(tiny_model_dir))
     monkeypatch.setenv("DREAMFIX_AGENT__MAX_NEW_TOKENS", "8")
+    monkeypatch.setenv("DREAMFIX_ROUTER__GROUPING", "fine")  # install_version serves the family task moves@v1
     get_settings.cache_clear()
     yield tmp_path
     get_settings.cache_clear()

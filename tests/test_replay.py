@@ -45,6 +45,14 @@ def test_mix_takes_tonights_examples_first_and_fills_with_replayed_ones() -> Non
     assert mix(new, old, 5, random.Random(3)) == mix(new, old, 5, random.Random(3))  # seeded
     assert all(e in new for e in mix(new, old, 2, random.Random(1)))
     assert len(mix(new, old, 100, random.Random(0))) == 13
+    # the model's own verified replies are chosen before tonight's reference targets, whatever the draw
+    mine = [ex(i) for i in range(30, 33)]
+    tonight = [ex(i) for i in range(40, 60)] + mine
+    for seed in range(5):
+        chosen = mix(tonight, old, 5, random.Random(seed), preferred=mine)
+        assert len(chosen) == 5 and all(e in chosen for e in mine)
+        assert all(e in tonight for e in chosen)  # tonight's fill the rest before any replayed one
+    assert all(e in mine for e in mix(tonight, old, 2, random.Random(1), preferred=mine))
 
 
 def test_a_group_too_small_for_one_night_is_kept_and_trained_once_it_holds_enough(tmp_path: Path) -> None:
@@ -65,13 +73,18 @@ def test_a_group_too_small_for_one_night_is_kept_and_trained_once_it_holds_enoug
     second, ctx2 = night({"moves": [ex(3)], "borrows": [ex(7)]})
     assert sorted(a for _, a in second["moves"]) == [ex(i)[1] for i in (1, 2, 3)]
     assert "borrows" not in second
-    assert ctx2.summary["replay"]["moves"] == {"new": 1, "replayed": 2, "buffer": 3}
+    assert ctx2.summary["replay"]["moves"] == {"new": 1, "own": 0, "replayed": 2, "buffer": 3}
     third, ctx3 = night({"moves": [ex(i) for i in range(4, 9)]})  # 5 new > max 4: no room for replay
     assert len(third["moves"]) == 4 and all(e in [ex(i) for i in range(4, 9)] for e in third["moves"])
     assert ctx3.summary["replay"]["moves"]["replayed"] == 0
     fourth, _ = night({})  # no new data tonight: the buffer alone refits the groups that hold enough
     assert set(fourth) == {"moves"} and len(fourth["moves"]) == 4
     assert "borrows" not in fourth  # one example: still waiting
+    # the router's grouping changed (fine -> coarse): the night asks for its own groups only, so the old
+    # family buffers are neither trained nor mixed in
+    with db.session() as s:
+        regrouped = RunContext(RunRepository(s).create("night", "test").id, "night", db, settings)
+    assert with_replay(regrouped, {}, wanted={"ownership", "types", "items"}) == {}
     settings.night.replay_cap = 0
     off, _ = night({"moves": [ex(1)]})
     assert off == {} and len(ReplayBuffer(tmp_path / "replay", 10).load("moves")) == 8

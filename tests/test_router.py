@@ -171,12 +171,18 @@ def test_a_group_explains_its_members_errors_once_each() -> None:
     grouped = TaskRouter(groups=task_groups("coarse")).route(diagnostics)
     assert (grouped.task, grouped.confidence) == ("ownership", 1.0)
     assert grouped.matched_codes == ("E0382", "E0499", "E0596")
-    # a diagnostic two rules of one group explain (E0373 by code: closures; inside a spawn: concurrency)
-    # counts once, so confidence stays a share of the errors
-    spawn = _error("E0373", "closure may outlive the current function", "thread::spawn(|| x)")
+    # a diagnostic two rules of one group explain (closures' and concurrency's patterns) counts once, so
+    # confidence stays a share of the errors
+    both = _error(None, "captured variable cannot escape `FnMut` closure body in thread::spawn")
     other = _error("E0308", "mismatched types")
-    decision = TaskRouter(groups=task_groups("coarse"), threshold=0.5).route([spawn, other])
-    assert decision.confidence == pytest.approx(0.5)
+    assert TaskRouter().explaining_tasks(both) == ["concurrency", "closures"]
+    decision = TaskRouter(groups=task_groups("coarse")).route([both, other])
+    assert (decision.task, decision.confidence) == ("ownership", pytest.approx(0.5))
+    # a tie goes to the group of the earliest rule that explained an error, as the fine router picks:
+    # type_mismatch's rule comes before unresolved's, though the items group has an earlier rule
+    tie = [other, _error("E0425", "cannot find value `y` in this scope")]
+    assert TaskRouter().route(tie).task == "type_mismatch"
+    assert TaskRouter(groups=task_groups("coarse")).route(tie).task == "types"
     # pooled: whatever a rule explains goes to the one task; what nothing explains still goes to base
     pooled = TaskRouter(groups=task_groups("pooled"))
     assert pooled.route([*diagnostics, other]).task == POOLED_TASK

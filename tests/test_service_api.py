@@ -129,10 +129,9 @@ def test_admin_disabled_without_a_token(tmp_path: Path, tiny_model_dir: Path) ->
         assert r.status_code == 403 and "DREAMFIX_ADMIN_TOKEN" in r.json()["error"]
 
 
-def _routed_koan(task: str) -> str:
-    """A train koan whose rustc diagnostics route to ``task``."""
+def _routed_koan(task: str, router: TaskRouter) -> str:
+    """A train koan whose rustc diagnostics ``router`` (the daemon's) routes to ``task``."""
     sandbox = Sandbox(SandboxConfig())
-    router = TaskRouter()
     for koan in train_koans():
         if router.route(sandbox.check(koan.broken, koan.mode, koan.edition).diagnostics).task == task:
             return koan.broken
@@ -155,7 +154,7 @@ def test_night_trains_gates_promotes_and_the_next_fix_uses_it(live: tuple[httpx.
     active = adapters["active"]
     assert active, f"the tiny model cannot regress a 0% eval set, so something is promoted: {adapters}"
     task, version = sorted(active.items())[0]
-    code = _routed_koan(task)
+    code = _routed_koan(task, services.serving.router)
     deadline = time.monotonic() + 10
     while services.serving.active_versions().get(task) != version and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -128,6 +128,15 @@ def _import_seeds(paths: list[str], tasks: list[str] | None) -> list[Any]:
         raise CliError(f"{len(paths)} adapter folders but {len(names)} --task names; give one per folder")
     if len(set(names)) != len(names):
         raise CliError(f"task names must be distinct, got {names}")
+    grouping = get_settings().router.grouping
+    routed = get_settings().router.task_router().tasks
+    for name in names:
+        if name not in routed:
+            print(
+                f"warning: nothing routes to {name!r} with router.grouping={grouping!r} (tasks: "
+                f"{', '.join(routed)}); its versions are stored but not served under this grouping",
+                file=sys.stderr,
+            )
     seeds = []
     for path, name in zip(paths, names, strict=True):
         try:
@@ -234,11 +243,12 @@ def _record_import(
 
 def route_table(active: dict[str, int], router: TaskRouter) -> dict[str, Any]:
     """The router's rules and the live version of each rule's group as ``GROUP@vN`` (the exported PEFT
-    folder's name), for a gateway that picks a per-request adapter: the first rule whose message pattern
-    matches an error's message, else whose code matches, explains that error for its ``group``; the group
-    explaining most of a problem's errors wins (each error counted once per group), and one explaining fewer
-    than ``threshold`` of them, or without an active version, is the base model (``adapter`` null). With
-    ``router.grouping`` = fine every rule is its own group."""
+    folder's name), for a gateway that picks a per-request adapter as ``TaskRouter.route`` does: an error is
+    explained by every rule whose message pattern matches its message, else (none matching) whose pattern
+    matches its rendered text, else whose code matches; it counts once for each of those rules' groups; the
+    group explaining most errors wins (ties: the group of the earliest rule that explained one), and one
+    explaining fewer than ``threshold`` of them, or without an active version, is the base model
+    (``adapter`` null). With ``router.grouping`` = fine every rule is its own group."""
     from learner.share.artifacts import task_version_name
 
     return {

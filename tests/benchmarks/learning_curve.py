@@ -272,13 +272,14 @@ def koans_limit(args: argparse.Namespace) -> int | None:
 
 
 def effective_settings(settings: Any, preset: str, limit: int | None) -> dict[str, Any]:
-    """What a night and its evaluation ran with: the preset, the model and every agent/night/share knob."""
+    """What a night and its evaluation ran with: the preset, the model and every agent/night/share/router
+    knob (the router's grouping decides which adapters the night trains)."""
     dumped = settings.model_dump(mode="json")
     return {
         "preset": preset,
         "koans_limit": limit,
         **{key: dumped[key] for key in ("model", "model_dtype", "model_weights", "device", "threads")},
-        **{key: dumped[key] for key in ("agent", "night", "share")},
+        **{key: dumped[key] for key in ("agent", "night", "share", "router")},
     }
 
 
@@ -394,16 +395,19 @@ class Evaluator:
         return self._problems
 
     def groups(self, state: State) -> dict[str, str | None]:
-        """problem id → the task its original diagnostics route to (kept in the state)."""
+        """problem id → the task its original diagnostics route to (kept in the state with the router's
+        grouping it was made with; made again under another grouping)."""
         from agent.sandbox import Job
 
-        if "groups" not in state.data:
+        grouping = self.settings.router.grouping
+        if "groups" not in state.data or state.data.get("groups_grouping") != grouping:
             problems = [p for pool in self.problems().values() for p in pool]
             results = self.sandbox.check_many([Job(p.source, p.mode, p.edition) for p in problems])
             state.data["groups"] = {
                 p.id: self.serving.router.route(r.diagnostics).task
                 for p, r in zip(problems, results, strict=True)
             }
+            state.data["groups_grouping"] = grouping
             state.save()
         groups: dict[str, str | None] = state.data["groups"]
         return groups
