@@ -148,20 +148,22 @@ def collect_pairs(
     return kept
 
 
-def generated_pairs(n: int, sandbox: Sandbox, seed: int) -> list[Pair]:
-    """``n`` generator draws spread over the families, each re-verified like the dataset (its broken program
-    fails with its codes, its fix passes its tests)."""
-    if n <= 0:
-        return []
+def generated_draws(n: int, seed: int) -> list[Any]:
+    """``n`` generator draws spread over the families (unverified ``agent.generators.Example``s)."""
     gens = registry()
-    if not gens:
+    if n <= 0 or not gens:
         return []
     rng = random.Random(seed)
     per_family = max(1, n // len(gens))
-    draws = []
-    for family in sorted(gens):
-        for _ in range(per_family):
-            draws.append(gens[family](rng))
+    return [gens[family](rng) for family in sorted(gens) for _ in range(per_family)]
+
+
+def generated_pairs(n: int, sandbox: Sandbox, seed: int) -> list[Pair]:
+    """``generated_draws``, each re-verified like the dataset (its broken program fails with its codes, its
+    fix passes its tests)."""
+    draws = generated_draws(n, seed)
+    if not draws:
+        return []
     problems = verify_examples(sandbox, draws)
     return [
         Pair(e.broken, e.fixed, "generated", f"gen:{e.family}:{e.shape}", e.mode, e.edition, e.tests)
@@ -526,7 +528,7 @@ def train_config(settings: Settings) -> TrainConfig:
         lora_rank=share.lora_rank,
         target_modules=tuple(share.target_modules),
         seed_steps=night.seed_steps,
-        seed_lr=share.learning_rate,
+        seed_lr=share.seed_learning_rate,
         phase2_steps=share.train_steps,
         phase2_lr=share.learning_rate,
         batch_size=share.batch_size,

@@ -101,7 +101,10 @@ class ShareSettings(BaseModel):
     lora_rank: int = 8
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
     train_steps: int = 60
-    learning_rate: float = 5e-3
+    learning_rate: float = 5e-3  # Phase 2 (coefficients)
+    # LoRA seeds (a first night's, and Phase 1's input): 5e-3 cost the ownership group 6 of 7 dev problems
+    # (0 wins); 1e-3 did not (docs/learning.md, "Seed learning rate": tests/benchmarks/recipe_sweep.py)
+    seed_learning_rate: float = Field(default=1e-3, gt=0.0)
     batch_size: int = Field(default=4, ge=1)  # LoRA seeds and Phase 2 (learner.share.config.TrainConfig)
     merge_every: int = 3
     seed: int = 0

@@ -22,12 +22,20 @@ def _args(**values: object) -> argparse.Namespace:
 
 def test_the_experiments_night_recipe_is_the_nights_config() -> None:
     settings = Settings(
-        share={"lora_rank": 4, "train_steps": 7, "learning_rate": 3e-3, "batch_size": 2, "seed": 5},
+        share={
+            "lora_rank": 4,
+            "train_steps": 7,
+            "learning_rate": 3e-3,
+            "seed_learning_rate": 7e-4,
+            "batch_size": 2,
+            "seed": 5,
+        },
         night={"seed_steps": 9, "max_length": 512, "copy_weight": 0.5},
     )
     night = train_config(settings)
     assert (night.lora_rank, night.phase2_steps, night.seed_steps, night.batch_size) == (4, 7, 9, 2)
     assert (night.seed, night.max_length, night.copy_weight, night.phase2_lr) == (5, 512, 0.5, 3e-3)
+    assert night.seed_lr == night.seed_config().learning_rate == 7e-4
     config = config_from(_args(tasks=["borrows", "moves"]), settings)
     assert config.train_config() == night
     # the seed and Phase 2 configurations both commands hand to the trainers are the same objects' values
