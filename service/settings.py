@@ -171,8 +171,8 @@ class Settings(BaseSettings):
     database_wait_s: float = Field(default=30.0, ge=0.0)
     model: str = "qwen2.5-coder-0.5b-instruct"
     model_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    #: ``auto`` (default): int8 linear layers on CPU (learner/quant.py; decode 1.79× float32 at batch 1 and
-    #: 7.6× at batch 8 on an AVX2-only 2-core EPYC, 4.6× at batch 1 on an AVX-512 VNNI Xeon: docs/runtime.md),
+    #: ``auto`` (default): int8 linear layers on CPU (learner/quant.py; decode 4.81× float32 at batch 1 on an
+    #: AVX-512 VNNI 2-core EPYC, 1.79× at batch 1 and 7.6× at batch 8 on an AVX2-only one: docs/runtime.md),
     #: the float dtype on CUDA; ``int8`` forces int8 (CPU only), ``float`` keeps the loaded dtype. Chosen on the
     #: paired 99-koan one-shot run on the Xeon (docs/data/int8-eval/): int8 18/99 vs float32 20/99, 2 vs 4
     #: discordant, p = 0.69 (per-call activations then; per token since, the AVX2 rerun still pending).

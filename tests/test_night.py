@@ -249,8 +249,8 @@ def test_a_night_with_coarse_groups_trains_and_serves_one_adapter_per_group(
     from agent.diagnostics import Diagnostic
     from service.compose import route_fn
 
-    # statistics off (make_settings): what trains is served
-    settings = make_settings(tmp_path, tiny_model_dir, router={"grouping": "coarse"})
+    settings = make_settings(tmp_path, tiny_model_dir)  # statistics off: what trains is served
+    settings.router.grouping = "coarse"  # (assigned: make_settings' fine night.tasks would not validate)
     settings.night.tasks = ["ownership", "types"]
     settings.night.eval_limit = 2
     settings.night.gate_pool = 3
