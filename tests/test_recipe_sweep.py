@@ -1,0 +1,51 @@
+"""The recipe sweep's dev set stays apart from everything that selects or reports, and its recipes map onto
+the night's settings (tests/benchmarks/recipe_sweep.py; the sweep itself trains the real model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.koans import eval_koans, load_koans
+from agent.pools import build_pools, example_hashes, source_hash
+from agent.sandbox import Sandbox, SandboxConfig
+from service.night import generated_draws, train_config
+from tests.benchmarks.learning_curve import SHORT_PRESET
+from tests.benchmarks.recipe_sweep import dev_problems, parse_recipe, settings_for
+
+
+def test_recipes_map_onto_the_nights_training_config(tmp_path: Path) -> None:
+    recipe = parse_recipe("lr=2e-4,steps=24,copy=0.3,examples=64,rank=4")
+    assert recipe == {"lr": 2e-4, "steps": 24, "copy": 0.3, "examples": 64, "rank": 4}
+    settings = settings_for(recipe, tmp_path, "some-model", tmp_path / "cache")
+    train = train_config(settings)
+    assert (train.seed_lr, train.seed_steps, train.copy_weight, train.lora_rank) == (2e-4, 24, 0.3, 4)
+    assert settings.night.max_examples_per_task == 64
+    assert train.phase2_lr == settings.share.learning_rate  # the sweep's lr is the seeds' only
+    # the rest is the learning curve's short preset
+    assert settings.night.max_length == SHORT_PRESET["night"]["max_length"]
+    assert settings.share.batch_size == SHORT_PRESET["share"]["batch_size"]
+    assert not settings.scheduler.enabled
+    with pytest.raises(SystemExit, match="unknown recipe key"):
+        parse_recipe("learning_rate=1e-3")
+
+
+def test_dev_problems_are_verified_and_disjoint_from_pools_koans_and_night_draws(tmp_path: Path) -> None:
+    sandbox = Sandbox(SandboxConfig(cache_dir=tmp_path / "cache"))
+    problems = dev_problems(12, sandbox, nights=2)
+    assert len(problems) == 12 and len({p.id for p in problems}) == 12
+    night = SHORT_PRESET["night"]
+    real = build_pools(night["gate_pool"], night["test_pool"], eval_koans())
+    taken: set[str] = set()
+    for koan in load_koans():
+        taken |= example_hashes(koan)
+    for run_id in (1, 2):
+        for draw in generated_draws(night["generated_examples"], seed=run_id):
+            taken |= example_hashes(draw)
+    for problem in problems:
+        assert not real.blocks(problem.source)
+        assert source_hash(problem.source) not in taken
+        # verified: the broken program fails to compile or its tests fail
+        result = sandbox.check(problem.source, problem.mode, problem.edition)
+        assert not result.ok
