@@ -222,6 +222,7 @@ class TaskRouter:
         self.rules: tuple[TaskRule, ...] = tuple(rules)
         self.threshold = threshold
         self.group_of: dict[str, str] = {t: groups[t] for t in tasks}
+        self._rule_index: dict[str, int] = {t: i for i, t in enumerate(tasks)}
 
     @property
     def tasks(self) -> list[str]:
@@ -258,13 +259,15 @@ class TaskRouter:
         # a tie goes to the task of the earliest rule that explained one of these errors (grouped or not,
         # the group of the rule the fine router would pick)
         first_rule: dict[str, int] = {}
-        index = {r.task: i for i, r in enumerate(self.rules)}
         for diag in errors:
-            rules = self.explaining_rules(diag)
-            for task in dict.fromkeys(self.group_of[t] for t in rules):
+            counted: set[str] = set()
+            for rule in self.explaining_rules(diag):  # in rule order: a group's first is its earliest here
+                task = self.group_of[rule]
+                if task in counted:
+                    continue
+                counted.add(task)
                 explained[task] += 1
-                earliest = min(index[t] for t in rules if self.group_of[t] == task)
-                first_rule[task] = min(first_rule.get(task, earliest), earliest)
+                first_rule[task] = min(first_rule.get(task, len(self.rules)), self._rule_index[rule])
                 if diag.code:
                     codes_of[task].add(diag.code)
         if not explained:

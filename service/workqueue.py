@@ -173,9 +173,10 @@ class WorkQueue:
         Before a job was measured only the wait behind other jobs counts: an idle cold queue takes any job,
         but the burst that meets a fresh server queues only as deep as the configured guess allows
         (bench_faults: two simultaneous first requests were both accepted, the second waited 8.7 s behind
-        the first and missed its 10 s). An accepted job is dropped unrun if a worker reaches it too late. ``longer``: how such a refusal tells the client to
-        ask for more time, given the seconds from now the job would need (the API names its request field
-        and the seconds; without it, a job too long for its deadline says "ask with a longer timeout").
+        the first and missed its 10 s). An accepted job is dropped unrun if a worker reaches it too late.
+        ``longer``: how such a refusal tells the client to ask for more time, given the seconds from now the
+        job would need (the API names its request field and the seconds; without it, a job too long for its
+        deadline says "ask with a longer timeout").
         ``owner``: refused when that owner already holds ``per_owner`` jobs (queued or running)."""
         if deadline is not None:
             left = deadline - time.monotonic()

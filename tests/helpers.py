@@ -15,7 +15,7 @@ from learner.share.layer import find_target_layers
 from learner.share.math import LoraSeed, SeedLayer
 from learner.share.phases import phase1
 from learner.tiny import build_tiny_model
-from service.db.repositories import AdapterRepository, BasisRepository, RouteStateRepository
+from service.db.repositories import AdapterRepository, BasisRepository, RouteStateRepository, RunRepository
 from service.db.session import Database
 from service.settings import Settings
 
@@ -70,6 +70,23 @@ def make_settings(tmp: Path, model_dir: Path, **overrides: Any) -> Settings:
     }
     base.update(overrides)
     return Settings(**base)
+
+
+def succeeded_night(settings: Settings) -> tuple[dict[str, Any], str]:
+    """One night through the job runner on a small eval and gate pool (2 koans, 3 problems); asserts it
+    succeeded and returns its run's summary and log."""
+    from service.app_services import Services
+
+    settings.night.eval_limit = 2
+    settings.night.gate_pool = 3
+    services = Services.build(settings)
+    run_id = services.jobs.run_now("night")
+    with services.db.session() as s:
+        run = RunRepository(s).get(run_id)
+        assert run is not None and run.status == "succeeded", run and run.error
+        summary, log = run.summary, run.log
+    services.stop()
+    return summary, log
 
 
 def short_night_env(data_dir: Path, model_dir: Path, admin_token: str, seed_steps: int) -> dict[str, str]:

@@ -14,7 +14,7 @@ from service.app_services import Services
 from service.db.repositories import AdapterRepository, EpisodeRepository, RunRepository
 from service.jobs import RunContext
 from service.night import EvalGuard, Pair, collect_pairs
-from tests.helpers import make_settings
+from tests.helpers import make_settings, succeeded_night
 
 
 def test_eval_guard_blocks_eval_koans_and_near_copies() -> None:
@@ -252,20 +252,14 @@ def test_a_night_with_coarse_groups_trains_and_serves_one_adapter_per_group(
     settings = make_settings(tmp_path, tiny_model_dir)  # statistics off: what trains is served
     settings.router.grouping = "coarse"  # (assigned: make_settings' fine night.tasks would not validate)
     settings.night.tasks = ["ownership", "types"]
-    settings.night.eval_limit = 2
-    settings.night.gate_pool = 3
-    services = Services.build(settings)
-    run_id = services.jobs.run_now("night")
-    with services.db.session() as s:
-        run = RunRepository(s).get(run_id)
-        assert run is not None and run.status == "succeeded", run and run.error
-        examples = run.summary["examples"]
-        promoted = sorted(p.split("@")[0] for p in run.summary["promoted"])
+    summary, _ = succeeded_night(settings)
+    examples = summary["examples"]
     assert set(examples) == {"ownership", "types"}
     # the group's examples come from all its families: more than any one family has train koans (≤ 9)
     assert examples["ownership"] > 9 and examples["types"] > 9
-    assert promoted == ["ownership", "types"]
-    services.serving.load()  # the daemon's serving model and its active versions (the night used its own)
+    assert sorted(p.split("@")[0] for p in summary["promoted"]) == ["ownership", "types"]
+    services = Services.build(settings)  # the daemon after the night: its serving model, the active versions
+    services.serving.load()
     assert services.serving.active_versions() == {"ownership": 1, "types": 1}
     route = route_fn(services.serving.router, services.serving.pinned_snapshot())
 

@@ -9,14 +9,12 @@ from typing import Any
 
 import pytest
 
-from service.app_services import Services
 from service.db import migrate
 from service.db.repositories import RunRepository
 from service.db.session import Database
 from service.jobs import RunContext
 from service.night_progress import NightProgress
-from service.settings import Settings
-from tests.helpers import make_settings
+from tests.helpers import make_settings, succeeded_night
 
 
 class FakeClock:
@@ -82,26 +80,12 @@ def test_progress_is_written_into_the_run_row_and_moves(tmp_path: Path, tiny_mod
         progress.stage("lunch", 1)
 
 
-def _succeeded_night(settings: Settings) -> tuple[dict[str, Any], str]:
-    """One night through the job runner on a small eval and gate pool; its run's summary and log."""
-    settings.night.eval_limit = 2
-    settings.night.gate_pool = 3
-    services = Services.build(settings)
-    run_id = services.jobs.run_now("night")
-    with services.db.session() as s:
-        run = RunRepository(s).get(run_id)
-        assert run is not None and run.status == "succeeded", run and run.error
-        summary, log = run.summary, run.log
-    services.stop()
-    return summary, log
-
-
 def test_a_night_reports_progress_peak_rss_and_stays_within_a_generous_budget(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     settings = make_settings(tmp_path, tiny_model_dir)
     settings.night.progress_every_items = 1
-    summary, log = _succeeded_night(settings)
+    summary, log = succeeded_night(settings)
     assert summary["budget"] == {"wall_s": 4 * 3600.0, "status": "within budget", "stopped_early": []}
     assert summary["progress"]["stage"] == "done" and summary["peak_rss_mb"] > 50
     for stage in ("baseline", "train"):
@@ -123,7 +107,7 @@ def test_a_tiny_budget_ends_sampling_and_training_early_and_says_so(
     settings.night.self_samples = 2
     settings.night.seed_steps = 5
     settings.night.wall_budget_s = 0.001
-    summary, log = _succeeded_night(settings)
+    summary, log = succeeded_night(settings)
     budget = summary["budget"]
     assert budget["status"].startswith("stopped early (wall budget): data self-data sampling")
     stages = [e["stage"] for e in budget["stopped_early"]]

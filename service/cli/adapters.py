@@ -128,12 +128,12 @@ def _import_seeds(paths: list[str], tasks: list[str] | None) -> list[Any]:
         raise CliError(f"{len(paths)} adapter folders but {len(names)} --task names; give one per folder")
     if len(set(names)) != len(names):
         raise CliError(f"task names must be distinct, got {names}")
-    grouping = get_settings().router.grouping
-    routed = get_settings().router.task_router().tasks
+    router = get_settings().router
+    routed = router.task_router().tasks
     for name in names:
         if name not in routed:
             print(
-                f"warning: nothing routes to {name!r} with router.grouping={grouping!r} (tasks: "
+                f"warning: nothing routes to {name!r} with router.grouping={router.grouping!r} (tasks: "
                 f"{', '.join(routed)}); its versions are stored but not served under this grouping",
                 file=sys.stderr,
             )
