@@ -12,7 +12,9 @@ from agent.pools import build_pools, example_hashes, source_hash
 from agent.sandbox import Sandbox, SandboxConfig
 from service.night import generated_draws, train_config
 from tests.benchmarks.learning_curve import SHORT_PRESET
-from tests.benchmarks.recipe_sweep import dev_problems, parse_recipe, settings_for
+from learner.replay import ReplayBuffer
+from router.tasks import POOLED_TASK
+from tests.benchmarks.recipe_sweep import buffered_examples, dev_problems, parse_recipe, settings_for
 
 
 def test_recipes_map_onto_the_nights_training_config(tmp_path: Path) -> None:
@@ -49,3 +51,26 @@ def test_dev_problems_are_verified_and_disjoint_from_pools_koans_and_night_draws
         # verified: the broken program fails to compile or its tests fail
         result = sandbox.check(problem.source, problem.mode, problem.edition)
         assert not result.ok
+
+
+def test_the_pooled_task_trains_on_every_groups_buffer(tmp_path: Path) -> None:
+    buffer = ReplayBuffer(tmp_path / "replay", cap=100)
+    for group, n in (("ownership", 3), ("types", 2)):
+        buffer.add(
+            group, [([{"role": "user", "content": f"{group} {i}"}], f"fix {i}") for i in range(n)], night=1
+        )
+    pooled = buffered_examples(tmp_path / "replay", POOLED_TASK)
+    assert sorted(m[0]["content"] for m, _ in pooled) == [
+        "ownership 0",
+        "ownership 1",
+        "ownership 2",
+        "types 0",
+        "types 1",
+    ]
+    assert [m[0]["content"] for m, _ in buffered_examples(tmp_path / "replay", "types")] == [
+        "types 0",
+        "types 1",
+    ]
+    settings = settings_for({}, tmp_path, "some-model", tmp_path / "cache", pooled=True)
+    assert settings.router.grouping == "pooled"
+    assert settings.router.task_router().tasks == [POOLED_TASK]

@@ -29,6 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from router.tasks import POOLED_TASK
 from tests.benchmarks.learning_curve import SHORT_PRESET, provisioned_model
 
 #: Dev problems' generator seed: the pools' namespace (agent.pools.POOL_SEED_BASE), past the gate and test
@@ -53,7 +54,9 @@ def parse_recipe(text: str) -> dict[str, Any]:
     return out
 
 
-def settings_for(recipe: dict[str, Any], data_dir: Path, model: str, cache: Path) -> Any:
+def settings_for(
+    recipe: dict[str, Any], data_dir: Path, model: str, cache: Path, pooled: bool = False
+) -> Any:
     from service.settings import Settings
 
     values: dict[str, Any] = {k: dict(v) for k, v in SHORT_PRESET.items()}
@@ -62,7 +65,18 @@ def settings_for(recipe: dict[str, Any], data_dir: Path, model: str, cache: Path
         values.setdefault(section, {})[field] = value
     values["model"] = model
     values["scheduler"] = {"enabled": False}
+    if pooled:
+        values["router"] = {"grouping": "pooled"}
     return Settings(data_dir=data_dir, sandbox_cache=cache, **values)
+
+
+def buffered_examples(replay_dir: Path, group: str) -> list[Any]:
+    """The examples a night buffered for ``group``; for the pooled task, every group's buffer together."""
+    from learner.replay import ReplayBuffer
+
+    buffer = ReplayBuffer(replay_dir, cap=10**6)
+    names = buffer.groups() if group == POOLED_TASK else [group]
+    return [e.example for name in names for e in buffer.load(name)]
 
 
 def dev_problems(n: int, sandbox: Any, nights: int) -> list[Any]:
@@ -100,7 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--night-dir", required=True, type=Path, help="a night's data dir (its replay/ buffers)"
     )
-    parser.add_argument("--group", required=True)
+    parser.add_argument(
+        "--group",
+        required=True,
+        help=f"a group of the coarse router; {POOLED_TASK!r}: one adapter on every group's buffer (router.grouping=pooled)",
+    )
     parser.add_argument(
         "--dev", type=int, default=120, help="dev problems drawn (all groups; the group's are used)"
     )
@@ -115,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from agent.sandbox import Job
-    from learner.replay import ReplayBuffer, mix
+    from learner.replay import mix
     from learner.share.layer import attach_share
     from learner.share.phases import phase1
     from learner.share.seeds import train_lora_seed
@@ -131,11 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     state.setdefault("rows", {})
     work = Path(tempfile.mkdtemp(prefix="recipe-sweep-"))
     cache = args.night_dir / "sandbox-cache"  # the night's verdicts, reused
-    base_settings = settings_for({}, work, args.model, cache)
+    pooled = args.group == POOLED_TASK
+    base_settings = settings_for({}, work, args.model, cache, pooled)
     migrate.upgrade(base_settings.db_url)
     db = Database(base_settings.db_url)
     sandbox = make_sandbox(base_settings)
-    examples = [e.example for e in ReplayBuffer(args.night_dir / "replay", cap=10**6).load(args.group)]
+    examples = buffered_examples(args.night_dir / "replay", args.group)
     if not examples:
         raise SystemExit(f"no buffered examples for {args.group} under {args.night_dir / 'replay'}")
 
@@ -174,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         if text in state["rows"]:
             continue
         recipe = parse_recipe(text)
-        settings = settings_for(recipe, work, args.model, cache)
+        settings = settings_for(recipe, work, args.model, cache, pooled)
         train = train_config(settings)
         started = time.monotonic()
         serving = shadow(settings)
