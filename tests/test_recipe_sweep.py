@@ -10,10 +10,10 @@ import pytest
 from agent.koans import eval_koans, load_koans
 from agent.pools import build_pools, example_hashes, source_hash
 from agent.sandbox import Sandbox, SandboxConfig
-from service.night import generated_draws, train_config
-from tests.benchmarks.learning_curve import SHORT_PRESET
 from learner.replay import ReplayBuffer
 from router.tasks import POOLED_TASK
+from service.night import generated_draws, train_config
+from tests.benchmarks.learning_curve import SHORT_PRESET
 from tests.benchmarks.recipe_sweep import buffered_examples, dev_problems, parse_recipe, settings_for
 
 
