@@ -7,6 +7,9 @@ at the problems that promote (gate pool) or report (test pool, frozen koans).
     python tests/benchmarks/recipe_sweep.py --night-dir ~/lc-short --group ownership --dev 120 \\
         --recipes "lr=5e-3" "lr=1e-3" "lr=1e-3,copy=0.3" --out ~/sweep-ownership.json
 
+``--group all`` trains one adapter on every group's buffer together and routes with ``router.grouping =
+pooled`` (every dev problem with a routable diagnostic is its).
+
 A recipe is ``key=value`` pairs over the night's settings it starts from (the learning curve's short
 preset): ``lr`` (share.seed_learning_rate, the LoRA seed's), ``steps`` (night.seed_steps), ``copy`` (night.copy_weight),
 ``examples`` (night.max_examples_per_task), ``rank`` (share.lora_rank). Each row: the dev problems the group
