@@ -72,19 +72,25 @@ def make_settings(tmp: Path, model_dir: Path, **overrides: Any) -> Settings:
     return Settings(**base)
 
 
+def run_night(services: Any) -> tuple[int, dict[str, Any], str]:
+    """One night through ``services``' job runner; asserts it succeeded and returns its run's id, summary
+    and log."""
+    run_id = services.jobs.run_now("night")
+    with services.db.session() as s:
+        run = RunRepository(s).get(run_id)
+        assert run is not None and run.status == "succeeded", run and run.error
+        return run_id, run.summary, run.log
+
+
 def succeeded_night(settings: Settings) -> tuple[dict[str, Any], str]:
-    """One night through the job runner on a small eval and gate pool (2 koans, 3 problems); asserts it
-    succeeded and returns its run's summary and log."""
+    """One night of fresh services on a small eval and gate pool (2 koans, 3 problems): its run's summary
+    and log (:func:`run_night`)."""
     from service.app_services import Services
 
     settings.night.eval_limit = 2
     settings.night.gate_pool = 3
     services = Services.build(settings)
-    run_id = services.jobs.run_now("night")
-    with services.db.session() as s:
-        run = RunRepository(s).get(run_id)
-        assert run is not None and run.status == "succeeded", run and run.error
-        summary, log = run.summary, run.log
+    _, summary, log = run_night(services)
     services.stop()
     return summary, log
 

@@ -14,7 +14,7 @@ from service.app_services import Services
 from service.db.repositories import AdapterRepository, EpisodeRepository, RunRepository
 from service.jobs import RunContext
 from service.night import EvalGuard, Pair, collect_pairs
-from tests.helpers import make_settings, succeeded_night
+from tests.helpers import make_settings, run_night, succeeded_night
 
 
 def test_eval_guard_blocks_eval_koans_and_near_copies() -> None:
@@ -116,11 +116,8 @@ def test_night_promotes_only_on_the_paired_gate_over_the_gate_pool(
     settings.night.gate_min_net_gain = 2
     settings.night.self_samples = 2  # the training data is self-generated too (service/self_data.py)
     services = Services.build(settings)
-    run_id = services.jobs.run_now("night")
+    _, summary, _ = run_night(services)
     with services.db.session() as s:
-        run = RunRepository(s).get(run_id)
-        assert run is not None and run.status == "succeeded", run and run.error
-        summary = run.summary
         assert summary["gate_pool"]["drawn"] == 5 and 1 <= summary["gate_pool"]["verified"] <= 5
         assert summary["candidates"] and summary["promoted"] == []
         self_data = summary["self_data"]
@@ -156,18 +153,13 @@ def test_night_two_phase2_starts_from_night_ones_served_coefficients(
     settings.night.eval_limit = 2
     settings.night.gate_pool = 3
     services = Services.build(settings)
-    first = services.jobs.run_now("night")
-    with services.db.session() as s:
-        run = RunRepository(s).get(first)
-        assert run is not None and run.status == "succeeded", run and run.error
-        promoted = run.summary["promoted"]
-        assert promoted and "warm_start" not in run.summary
+    _, summary, _ = run_night(services)
+    promoted = summary["promoted"]
+    assert promoted and "warm_start" not in summary
     settings.share.learning_rate = 1e-12
-    second = services.jobs.run_now("night")
+    second, summary, _ = run_night(services)
+    assert sorted(summary["warm_start"].values()) == sorted(promoted)
     with services.db.session() as s:
-        run = RunRepository(s).get(second)
-        assert run is not None and run.status == "succeeded", run and run.error
-        assert sorted(run.summary["warm_start"].values()) == sorted(promoted)
         repo = AdapterRepository(s)
         for name in promoted:
             task = name.split("@")[0]
@@ -221,19 +213,13 @@ def test_self_data_asks_each_problem_with_its_tasks_served_version(
 
     monkeypatch.setattr(night_module, "self_generated_targets", observed_targets)
     services = Services.build(settings, runtime_factory=factory)
-    first = services.jobs.run_now("night")  # self_samples = 0: reference targets, the model is not asked
-    with services.db.session() as s:
-        run = RunRepository(s).get(first)
-        assert run is not None and run.status == "succeeded", run and run.error
-        promoted = run.summary["promoted"]
+    _, summary, _ = run_night(services)  # self_samples = 0: reference targets, the model is not asked
+    promoted = summary["promoted"]
     assert sorted(p.split("@")[0] for p in promoted) == sorted(settings.night.tasks or [])
     assert asked == []
     settings.night.self_samples = 1
-    second = services.jobs.run_now("night")
-    with services.db.session() as s:
-        run = RunRepository(s).get(second)
-        assert run is not None and run.status == "succeeded", run and run.error
-        assert run.summary["self_data"]["problems"] > 0
+    _, summary, _ = run_night(services)
+    assert summary["self_data"]["problems"] > 0
     served = {(p.split("@v")[0], int(p.split("@v")[1])) for p in promoted}
     assert asked and set(asked) == served, set(asked)
     services.stop()
