@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.benchmarks.learning_curve import (
+    POOLED_PRESET,
     REPO,
     SHORT_PRESET,
     State,
@@ -181,6 +182,28 @@ def test_the_short_preset_sets_real_settings_and_the_environment_wins(
         "DREAMFIX_SCHEDULER__ENABLED",
         "DREAMFIX_MODEL",
     }
+
+
+def test_the_pooled_preset_trains_one_adapter_at_the_default_nights_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.settings import NightSettings, Settings
+
+    data_dir = tmp_path / "lc"
+    fake_provisioned(data_dir / "models")
+    env = environment(lc_args(data_dir, preset="pooled"), {})
+    for key in [k for k in os.environ if k.upper().startswith("DREAMFIX_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    for section, values in POOLED_PRESET.items():
+        for field, value in values.items():
+            assert getattr(getattr(settings, section), field) == value, f"{section}.{field}"
+    assert settings.router.grouping == "pooled" and settings.router.task_router().tasks == ["all"]
+    assert settings.night.seed_steps == NightSettings().seed_steps  # the default night's size
+    assert settings.night.test_pool == SHORT_PRESET["night"]["test_pool"]
+    assert koans_limit(lc_args(data_dir, preset="pooled")) == 20
 
 
 def test_another_preset_is_refused_and_an_older_state_resumes_as_the_default(tmp_path: Path) -> None:

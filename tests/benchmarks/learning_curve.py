@@ -3,6 +3,7 @@ pool and the frozen eval koans (issue 16, "must show"). A background job, not CI
 
     mkdir -p ~/lc && nohup python tests/benchmarks/learning_curve.py --data-dir ~/lc --nights 5 > ~/lc/lc.log 2>&1 &
     python tests/benchmarks/learning_curve.py --data-dir ~/lc-short --preset short --nights 3   # ~1 h a night
+    python tests/benchmarks/learning_curve.py --data-dir ~/lc-pooled --preset pooled --nights 5   # ~1.5 h a night
     python tests/benchmarks/learning_curve.py --data-dir /tmp/lc-smoke --model tiny --nights 2   # smoke
 
 ``--data-dir`` holds the service's data (adapters, replay buffers, sandbox cache) and, unless ``--db`` gives
@@ -97,9 +98,25 @@ SHORT_PRESET: dict[str, Any] = {
     },
     "share": {"train_steps": 12, "batch_size": 2},
 }
-#: The preset's own evaluation limit (``--koans-limit`` unless given).
+#: ``--preset pooled``: the short preset's pools and evaluation, with one adapter for every family
+#: (``router.grouping = pooled``) trained at the default night's size — 60 LoRA-seed steps on up to 256
+#: examples (the whole replay buffer), Phase 2 30 steps — and a 120-problem gate pool (one decision gets the
+#: whole pool; at 60 problems 7 wins / 2 losses is p = 0.09) in a one-hour wall budget. The size at which the
+#: dev-set sweep saw a pooled seed gain (docs/learning.md, "One pooled adapter at the default night's size").
+POOLED_PRESET: dict[str, Any] = {
+    "night": {
+        **SHORT_PRESET["night"],
+        "wall_budget_s": 3600,
+        "gate_pool": 120,
+        "max_examples_per_task": 256,
+        "seed_steps": 60,
+    },
+    "share": {"train_steps": 30, "batch_size": 2},
+    "router": {"grouping": "pooled"},
+}
+#: The short presets' own evaluation limit (``--koans-limit`` unless given).
 SHORT_KOANS_LIMIT = 20
-PRESETS: dict[str, dict[str, Any]] = {"default": {}, "short": SHORT_PRESET}
+PRESETS: dict[str, dict[str, Any]] = {"default": {}, "short": SHORT_PRESET, "pooled": POOLED_PRESET}
 #: Options added later, as a state file without them was started.
 OPTION_DEFAULTS: dict[str, Any] = {"preset": "default"}
 #: The night, as the daemon's CLI runs it (``dreamfix night``).
@@ -268,7 +285,7 @@ def koans_limit(args: argparse.Namespace) -> int | None:
     """The benchmark's eval-koan limit: ``--koans-limit``, else the preset's."""
     if args.koans_limit is not None:
         return int(args.koans_limit)
-    return SHORT_KOANS_LIMIT if getattr(args, "preset", "default") == "short" else None
+    return None if getattr(args, "preset", "default") == "default" else SHORT_KOANS_LIMIT
 
 
 def effective_settings(settings: Any, preset: str, limit: int | None) -> dict[str, Any]:
@@ -567,13 +584,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=sorted(PRESETS),
         default="default",
         help="default: the daemon's settings; short: a ~30-40 min night of the real model on 2 CPU cores "
-        "and a smaller evaluation (SHORT_PRESET; DREAMFIX_* variables set in the environment win)",
+        "and a smaller evaluation (SHORT_PRESET); pooled: one adapter for every family trained at the "
+        "default night's size, a 120-problem gate pool, a 1 h budget (POOLED_PRESET); DREAMFIX_* variables "
+        "set in the environment win",
     )
     parser.add_argument("--test-pool", type=int, help="test-pool problems drawn (default night.test_pool)")
     parser.add_argument(
         "--koans-limit",
         type=int,
-        help=f"evaluate only the first N eval koans (default all 99; --preset short: {SHORT_KOANS_LIMIT})",
+        help=f"evaluate only the first N eval koans (default all 99; --preset short/pooled: {SHORT_KOANS_LIMIT})",
     )
     parser.add_argument("--chunk", type=int, default=16, help="problems per saved evaluation step")
     args = parser.parse_args(argv)
