@@ -20,6 +20,8 @@ from tests.benchmarks.learning_curve import (
     POOLED_PRESET,
     REPO,
     SHORT_PRESET,
+    TINY_SETTINGS,
+    Evaluator,
     State,
     compare,
     effective_settings,
@@ -269,6 +271,33 @@ def runs(settings: Any) -> list[tuple[int, str, str | None]]:
 
     with Database(settings.db_url).session() as s:
         return [(r.id, r.status, r.error) for r in reversed(RunRepository(s).recent("night"))]
+
+
+@pytest.mark.slow
+def test_with_nothing_served_the_current_evaluation_is_the_base_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path
+) -> None:
+    from service.db import migrate
+    from service.settings import Settings
+
+    lc_settings(tmp_path, monkeypatch)
+    for key, value in flatten_env("DREAMFIX_", TINY_SETTINGS).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("DREAMFIX_MODEL", str(tiny_model_dir))
+    settings = Settings()
+    migrate.upgrade(settings.db_url)
+    evaluator = Evaluator(settings, 2, 4)
+    base: dict[str, Any] = {}
+    rerun: dict[str, Any] = {}
+    copied: dict[str, Any] = {}
+    assert evaluator.run(base, lambda: None, base=True) is False
+    assert sum(len(base[pool][name]) for pool in base for name in base[pool]) == 2 * (2 + 4)
+    # no version served: decoding again gives the base's outcomes and first replies, which is why ...
+    assert evaluator.run(rerun, lambda: None, base=False) is False
+    assert rerun == base
+    # ... the benchmark copies them instead of spending the evaluation again
+    assert evaluator.run(copied, lambda: None, base=False, base_results=base) is True
+    assert copied == base
 
 
 @pytest.mark.slow

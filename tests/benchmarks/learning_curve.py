@@ -444,8 +444,19 @@ class Evaluator:
             output_format=DEFAULT_OUTPUT_FORMAT,
         )
 
-    def run(self, results: dict[str, Any], save: Callable[[], None], *, base: bool) -> None:
-        """Fill ``results[pool][strategy]`` (problem id → [fixed, first reply's sha256]) chunk by chunk."""
+    def run(
+        self,
+        results: dict[str, Any],
+        save: Callable[[], None],
+        *,
+        base: bool,
+        base_results: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Fill ``results[pool][strategy]`` (problem id → [fixed, first reply's sha256]) chunk by chunk.
+
+        When nothing is served (no night has promoted a version yet), the served model is the base model
+        and greedy decoding gives its replies again: ``base_results`` (finished) are copied instead of
+        re-run, and True is returned."""
         pools = self.problems()
         if all(
             p.id in results.get(pool, {}).get(name, {})
@@ -453,12 +464,20 @@ class Evaluator:
             for name in STRATEGIES
             for p in pools[pool]
         ):
-            return
+            return False
         if base:
             self.serving.bank = None
             self.serving.epoch = -1
         else:
             self.serving.sync()
+            if base_results is not None and not self.serving.active_versions():
+                for pool in pools:
+                    for name in STRATEGIES:
+                        done = results.setdefault(pool, {}).setdefault(name, {})
+                        done.update({p.id: list(base_results[pool][name][p.id]) for p in pools[pool]})
+                save()
+                print("   current: nothing served, the base model's outcomes", flush=True)
+                return True
         snapshot = self.serving.pinned_snapshot() if not base else None
         # batched greedy decoding, as the night's baseline and gate: the same replies as the daemon's
         # prompt-lookup path (int8 rows are quantized per token), several times the throughput
@@ -477,6 +496,7 @@ class Evaluator:
                         f"   {'base' if base else 'current'} {pool} {name}: {len(done)}/{len(problems)}",
                         flush=True,
                     )
+        return False
 
 
 def first_reply_hash(record: Any) -> str | None:
@@ -522,6 +542,8 @@ def night_report(
         "preset": settings.get("preset"),
         "eval": evals,
         "unchanged_replies": {"one_shot": unchanged, "of": total},
+        # nothing was served after this night: its outcomes are the base's, copied rather than re-run
+        "eval_is_base": bool(state.night(n).get("eval_is_base")),
         "R": {"groups": sorted({g for r in rows for g in r}), "rows": rows},
         "base_groups": group_rates(
             {pid: v[0] for pool in POOLS for pid, v in base[pool]["one_shot"].items()}, groups
@@ -641,7 +663,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # loaded per night and dropped before the next one, so a night never shares the machine's memory
             evaluator = Evaluator(settings, limit, args.chunk)
             evaluator.run(state.data["base"], state.save, base=True)
-            evaluator.run(entry.setdefault("eval", {}), state.save, base=False)
+            if evaluator.run(
+                entry.setdefault("eval", {}), state.save, base=False, base_results=state.data["base"]
+            ):
+                entry["eval_is_base"] = True  # nothing served: the base's outcomes, not re-run
             entry["report"] = night_report(n, state, summary, evaluator.groups(state))
             state.save()
             with (data_dir / RESULTS).open("a") as fh:
