@@ -14,16 +14,22 @@ from learner.replay import ReplayBuffer
 from router.tasks import POOLED_TASK
 from service.night import generated_draws, train_config
 from tests.benchmarks.learning_curve import SHORT_PRESET
-from tests.benchmarks.recipe_sweep import buffered_examples, dev_problems, parse_recipe, settings_for
+from tests.benchmarks.recipe_sweep import (
+    buffered_examples,
+    dev_problems,
+    night_sizes,
+    parse_recipe,
+    settings_for,
+)
 
 
 def test_recipes_map_onto_the_nights_training_config(tmp_path: Path) -> None:
-    recipe = parse_recipe("lr=2e-4,steps=24,copy=0.3,examples=64,rank=4")
-    assert recipe == {"lr": 2e-4, "steps": 24, "copy": 0.3, "examples": 64, "rank": 4}
+    recipe = parse_recipe("lr=2e-4,steps=24,copy=0.3,examples=64,rank=4,thr=0.9")
+    assert recipe == {"lr": 2e-4, "steps": 24, "copy": 0.3, "examples": 64, "rank": 4, "thr": 0.9}
     settings = settings_for(recipe, tmp_path, "some-model", tmp_path / "cache")
     train = train_config(settings)
     assert (train.seed_lr, train.seed_steps, train.copy_weight, train.lora_rank) == (2e-4, 24, 0.3, 4)
-    assert settings.night.max_examples_per_task == 64
+    assert settings.night.max_examples_per_task == 64 and train.threshold == 0.9
     assert train.phase2_lr == settings.share.learning_rate  # the sweep's lr is the seeds' only
     # the rest is the learning curve's short preset
     assert settings.night.max_length == SHORT_PRESET["night"]["max_length"]
@@ -37,16 +43,23 @@ def test_dev_problems_are_verified_and_disjoint_from_pools_koans_and_night_draws
     sandbox = Sandbox(SandboxConfig(cache_dir=tmp_path / "cache"))
     problems = dev_problems(12, sandbox, nights=2)
     assert len(problems) == 12 and len({p.id for p in problems}) == 12
-    night = SHORT_PRESET["night"]
-    real = build_pools(night["gate_pool"], night["test_pool"], eval_koans())
+    sizes = night_sizes()
+    # the short and pooled presets' pools and the daemon's defaults (200 + 200, 200 draws a night)
+    assert {(s["gate_pool"], s["test_pool"], s["generated_examples"]) for s in sizes} >= {
+        (60, 60, 76),
+        (120, 60, 76),
+        (200, 200, 200),
+    }
+    real = [build_pools(s["gate_pool"], s["test_pool"], eval_koans()) for s in sizes]
     taken: set[str] = set()
     for koan in load_koans():
         taken |= example_hashes(koan)
     for run_id in (1, 2):
-        for draw in generated_draws(night["generated_examples"], seed=run_id):
-            taken |= example_hashes(draw)
+        for size in sizes:
+            for draw in generated_draws(size["generated_examples"], seed=run_id):
+                taken |= example_hashes(draw)
     for problem in problems:
-        assert not real.blocks(problem.source)
+        assert not any(pools.blocks(problem.source) for pools in real)
         assert source_hash(problem.source) not in taken
         # verified: the broken program fails to compile or its tests fail
         result = sandbox.check(problem.source, problem.mode, problem.edition)

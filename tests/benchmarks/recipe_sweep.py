@@ -12,7 +12,8 @@ pooled`` (every dev problem with a routable diagnostic is its).
 
 A recipe is ``key=value`` pairs over the night's settings it starts from (the learning curve's short
 preset): ``lr`` (share.seed_learning_rate, the LoRA seed's), ``steps`` (night.seed_steps), ``copy`` (night.copy_weight),
-``examples`` (night.max_examples_per_task), ``rank`` (share.lora_rank). Each row: the dev problems the group
+``examples`` (night.max_examples_per_task), ``rank`` (share.lora_rank), ``thr`` (share.variance_threshold,
+Phase 1's kept variance: how much of the seed the basis keeps). Each row: the dev problems the group
 routes, base and recipe pass counts, wins/losses and the one-sided sign-test p against the base model, the
 seed's first and last loss, seconds. Resumable: ``--out`` keeps finished recipes (and the base's outcomes).
 One model job: do not run it beside another.
@@ -33,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from router.tasks import POOLED_TASK
-from tests.benchmarks.learning_curve import SHORT_PRESET, provisioned_model
+from tests.benchmarks.learning_curve import PRESETS, SHORT_PRESET, provisioned_model
 
 #: Dev problems' generator seed: the pools' namespace (agent.pools.POOL_SEED_BASE), past the gate and test
 #: pools' own seeds.
@@ -44,7 +45,27 @@ RECIPE_KEYS = {
     "copy": ("night", "copy_weight", float),
     "examples": ("night", "max_examples_per_task", int),
     "rank": ("share", "lora_rank", int),
+    "thr": ("share", "variance_threshold", float),
 }
+
+
+def night_sizes() -> list[dict[str, int]]:
+    """The gate/test pool sizes and night draws of every preset the learning curve runs and of the daemon's
+    defaults: a dev problem must be apart from all of them (pools of other sizes hold other problems)."""
+    from service.settings import NightSettings
+
+    default = NightSettings()
+    sizes = [
+        {
+            "gate_pool": default.gate_pool,
+            "test_pool": default.test_pool,
+            "generated_examples": default.generated_examples,
+        }
+    ]
+    for preset in PRESETS.values():
+        night = {**sizes[0], **preset.get("night", {})}
+        sizes.append({k: int(night[k]) for k in ("gate_pool", "test_pool", "generated_examples")})
+    return [dict(t) for t in sorted({tuple(sorted(size.items())) for size in sizes})]
 
 
 def parse_recipe(text: str) -> dict[str, Any]:
@@ -83,26 +104,29 @@ def buffered_examples(replay_dir: Path, group: str) -> list[Any]:
 
 
 def dev_problems(n: int, sandbox: Any, nights: int) -> list[Any]:
-    """``n`` verified generated problems disjoint from the night's pools, the koans and night draws 1..nights."""
+    """``n`` verified generated problems disjoint from the pools and night draws 1..nights of every preset and
+    of the daemon's defaults (``night_sizes``), and from the koans."""
     from agent.dataset import verify_examples
     from agent.koans import eval_koans, load_koans
     from agent.pools import POOL_SEED_BASE, build_pools, example_hashes
     from agent.problems import Problem
     from service.night import generated_draws
 
-    night = SHORT_PRESET["night"]
-    real = build_pools(night["gate_pool"], night["test_pool"], eval_koans())
+    sizes = night_sizes()
+    real = [build_pools(size["gate_pool"], size["test_pool"], eval_koans()) for size in sizes]
     taken: set[str] = set()
     for koan in load_koans():
         taken |= example_hashes(koan)
     for run_id in range(1, nights + 1):
-        for draw in generated_draws(night["generated_examples"], seed=run_id):
-            taken |= example_hashes(draw)
+        for count in {size["generated_examples"] for size in sizes}:
+            for draw in generated_draws(count, seed=run_id):
+                taken |= example_hashes(draw)
     drawn = build_pools(2 * n, 0, eval_koans(), gate_seed=POOL_SEED_BASE + DEV_SEED_OFFSET).gate
     fresh = [
         e
         for e in drawn
-        if not (example_hashes(e) & taken) and not real.blocks(e.broken) and not real.blocks(e.fixed)
+        if not (example_hashes(e) & taken)
+        and not any(pools.blocks(e.broken) or pools.blocks(e.fixed) for pools in real)
     ]
     verdicts = verify_examples(sandbox, fresh)
     ok = [e for e, why in zip(fresh, verdicts, strict=True) if why is None][:n]
