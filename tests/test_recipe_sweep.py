@@ -43,6 +43,8 @@ def test_dev_problems_are_verified_and_disjoint_from_pools_koans_and_night_draws
     sandbox = Sandbox(SandboxConfig(cache_dir=tmp_path / "cache"))
     problems = dev_problems(12, sandbox, nights=2)
     assert len(problems) == 12 and len({p.id for p in problems}) == 12
+    # spread over the families, not the first families of the draw
+    assert len({p.family for p in problems}) == 12
     sizes = night_sizes()
     # the short and pooled presets' pools and the daemon's defaults (200 + 200, 200 draws a night)
     assert {(s["gate_pool"], s["test_pool"], s["generated_examples"]) for s in sizes} >= {

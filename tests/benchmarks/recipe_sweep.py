@@ -15,13 +15,14 @@ preset): ``lr`` (share.seed_learning_rate, the LoRA seed's), ``steps`` (night.se
 ``examples`` (night.max_examples_per_task), ``rank`` (share.lora_rank), ``thr`` (share.variance_threshold,
 Phase 1's kept variance: how much of the seed the basis keeps). Each row: the dev problems the group
 routes, base and recipe pass counts, wins/losses and the one-sided sign-test p against the base model, the
-seed's first and last loss, seconds. Resumable: ``--out`` keeps finished recipes (and the base's outcomes).
+seed's first and last loss, seconds, per-problem outcomes. Resumable: ``--out`` keeps finished recipes (and the base's outcomes).
 One model job: do not run it beside another.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -129,7 +130,13 @@ def dev_problems(n: int, sandbox: Any, nights: int) -> list[Any]:
         and not any(pools.blocks(e.broken) or pools.blocks(e.fixed) for pools in real)
     ]
     verdicts = verify_examples(sandbox, fresh)
-    ok = [e for e, why in zip(fresh, verdicts, strict=True) if why is None][:n]
+    # the draw is ordered family by family: take the verified ones round-robin over the families, so that
+    # the first n cover every family (a plain [:n] kept only the first half of the families, alphabetically)
+    by_family: dict[str, list[Any]] = {}
+    for e, why in zip(fresh, verdicts, strict=True):
+        if why is None:
+            by_family.setdefault(e.family, []).append(e)
+    ok = [e for column in itertools.zip_longest(*by_family.values()) for e in column if e is not None][:n]
     return [
         Problem(f"dev-{i:04d}-{e.family}", e.broken, e.mode, e.edition, e.tests, e.family)
         for i, e in enumerate(ok)
@@ -252,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             "p": round(sign_test_p(wins, losses), 4),
             "loss_first_last": [round(seed.losses[0], 4), round(seed.losses[-1], 4)] if seed.losses else None,
             "seconds": round(time.monotonic() - started, 1),
+            "outcomes": outcome,  # problem id → fixed, for pairing recipes with each other
         }
         state["rows"][text] = row
         args.out.write_text(json.dumps(state, indent=1))
