@@ -56,17 +56,10 @@ def night_sizes() -> list[dict[str, int]]:
     from service.settings import NightSettings
 
     default = NightSettings()
-    sizes = [
-        {
-            "gate_pool": default.gate_pool,
-            "test_pool": default.test_pool,
-            "generated_examples": default.generated_examples,
-        }
-    ]
-    for preset in PRESETS.values():
-        night = {**sizes[0], **preset.get("night", {})}
-        sizes.append({k: int(night[k]) for k in ("gate_pool", "test_pool", "generated_examples")})
-    return [dict(t) for t in sorted({tuple(sorted(size.items())) for size in sizes})]
+    keys = ("gate_pool", "test_pool", "generated_examples")
+    nights = [{}, *(preset.get("night", {}) for preset in PRESETS.values())]
+    sizes = {tuple(int(night.get(k, getattr(default, k))) for k in keys) for night in nights}
+    return [dict(zip(keys, size, strict=True)) for size in sorted(sizes)]
 
 
 def parse_recipe(text: str) -> dict[str, Any]:
