@@ -473,8 +473,8 @@ class Evaluator:
             if base_results is not None and not self.serving.active_versions():
                 for pool in pools:
                     for name in STRATEGIES:
-                        done = results.setdefault(pool, {}).setdefault(name, {})
-                        done.update({p.id: list(base_results[pool][name][p.id]) for p in pools[pool]})
+                        copied = results.setdefault(pool, {}).setdefault(name, {})
+                        copied.update({p.id: list(base_results[pool][name][p.id]) for p in pools[pool]})
                 save()
                 print("   current: nothing served, the base model's outcomes", flush=True)
                 return True
