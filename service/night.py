@@ -6,12 +6,14 @@
    by ``agent.prompt.training_example`` — the same prompt builder inference uses.
 2. Tasks. Each pair is routed by the router from the sandbox's diagnostics of its broken program, so a task's
    training data is exactly what that task's coefficients will be asked to fix.
-3. Training. No basis yet: one LoRA seed per task, Phase 1 → bases, analytic coefficients. Basis present:
+3. Training. No basis yet: one LoRA seed per task (``TrainConfig.seed_steps_for`` its examples: with
+   ``night.seed_epochs`` enough steps to see them all), Phase 1 → bases, analytic coefficients. Basis present:
    Phase 2 per task in the frozen bases.
 4. Gate, on a private copy of the model: served version and candidate run the same verified gate-pool
    problems (agent/pools.py, held-out generator seeds) with the gate strategy, and the candidate is promoted
    only on ``service.gate.paired_gate``'s decision (one-sided paired sign test, minimum net gain, per-family
-   loss cap), stored as ``paired_gate`` in the version's gate JSON and the run summary. The frozen eval koans
+   loss cap), stored as ``paired_gate`` in the version's gate JSON and the run summary (with the per-problem
+   outcomes it decided on, ``gate_outcomes``, for pairing after the fact). The frozen eval koans
    are still run and reported (``koans_passed``) but never decide. With a one-shot gate (the default) only
    problems routed to the candidate's task can change — every other row runs bit-identical coefficients — so
    only those are re-run; with a multi-attempt gate everything is re-run (routes can move between attempts).
@@ -444,17 +446,30 @@ class GatePool:
         return [p for p in self.problems if self.task_of[p.id] == task]
 
 
-def gate_pool(ctx: RunContext, sandbox: Sandbox, serving: ServingRuntime, pools: Pools) -> GatePool:
-    """The gate pool's examples that verify (broken fails with its codes, fix passes its tests) as problems."""
-    verdicts = verify_examples(sandbox, pools.gate)
-    problems = [
+def gate_problems(sandbox: Sandbox, drawn: Sequence[Any]) -> list[Problem]:
+    """The gate pool's drawn examples (``Pools.gate``) that verify (broken fails with its codes, fix passes its
+    tests) as problems, ``gate-<index in the draw>-<family>``: the ids the night's summary records outcomes
+    under (``gate_outcomes``), so an evaluation after the fact (tests/benchmarks/recipe_sweep.py ``--pool
+    gate``) pairs with them."""
+    verdicts = verify_examples(sandbox, drawn)
+    return [
         Problem(f"gate-{i:04d}-{e.family}", e.broken, e.mode, e.edition, e.tests, e.family)
-        for i, (e, why) in enumerate(zip(pools.gate, verdicts, strict=True))
+        for i, (e, why) in enumerate(zip(drawn, verdicts, strict=True))
         if why is None
     ]
+
+
+def gate_pool(ctx: RunContext, sandbox: Sandbox, serving: ServingRuntime, pools: Pools) -> GatePool:
+    """The verified gate pool (``gate_problems``), each problem's family and the task it routes to."""
+    problems = gate_problems(sandbox, pools.gate)
     results = sandbox.check_many([Job(p.source, p.mode, p.edition) for p in problems])
     task_of = {p.id: serving.router.route(r.diagnostics).task for p, r in zip(problems, results, strict=True)}
-    ctx.summary["gate_pool"] = {"drawn": len(pools.gate), "verified": len(problems)}
+    # size: the night.gate_pool the pool was drawn with (the draw is deterministic: recipe_sweep redraws it)
+    ctx.summary["gate_pool"] = {
+        "size": ctx.settings.night.gate_pool,
+        "drawn": len(pools.gate),
+        "verified": len(problems),
+    }
     ctx.log(f"gate pool: {len(problems)} of {len(pools.gate)} drawn problems verify")
     return GatePool(problems, {p.id: p.family or "?" for p in problems}, task_of)
 
@@ -484,6 +499,22 @@ def paired_decision(
         return {**report, "passed": False, "reason": "the gate pool is empty", "paired_gate": None}
     result = paired_gate(served, {**served, **candidate}, pool.family_of, config)
     return {**report, "passed": result.promoted, "reason": result.reason, "paired_gate": result.as_json()}
+
+
+#: ``gate_outcomes["candidates"]``'s key for a Phase 3 merge: every task's candidate is one configuration there.
+MERGE_CANDIDATE = "merge"
+
+
+def gate_outcomes(ctx: RunContext, served: Mapping[str, bool]) -> dict[str, dict[str, bool]]:
+    """The night's per-problem gate outcomes in its summary, so a candidate can be paired after the fact:
+    ``summary["gate_outcomes"] = {"served": {problem id: fixed}, "candidates": {task: {problem id: fixed}}}``
+    over every verified gate-pool problem. A candidate's are what ``paired_gate`` compared: its own outcome
+    where it was run (a one-shot gate runs only the problems routed to its task) and the served one elsewhere
+    (exact for a one-shot gate). A Phase 3 merge is one candidate, under ``MERGE_CANDIDATE``. Returns the
+    candidates' dict, for the caller to fill."""
+    candidates: dict[str, dict[str, bool]] = {}
+    ctx.summary["gate_outcomes"] = {"served": dict(served), "candidates": candidates}
+    return candidates
 
 
 def pass_rate(results: Mapping[str, bool], ids: Sequence[str]) -> float | None:
@@ -528,6 +559,7 @@ def train_config(settings: Settings) -> TrainConfig:
         lora_rank=share.lora_rank,
         target_modules=tuple(share.target_modules),
         seed_steps=night.seed_steps,
+        seed_epochs=night.seed_epochs,
         seed_lr=share.seed_learning_rate,
         phase2_steps=share.train_steps,
         phase2_lr=share.learning_rate,
@@ -709,6 +741,7 @@ class Night:
         assert bank is not None
         ctx.summary["eval_pass_baseline"] = pass_rate(baseline, list(baseline))
         ctx.summary["gate_pass_baseline"] = pass_rate(served_gate, list(served_gate))
+        outcomes = gate_outcomes(ctx, served_gate)
         config = gate_config(self.settings)
         decisions: dict[str, dict[str, Any]] = {}
         files: dict[str, tuple[int, Path]] = {}
@@ -745,6 +778,7 @@ class Night:
             results = evaluate(shadow, subset, strategy, progress)
             gate_subset = pool.of_task(task) if one_shot else pool.problems
             gate_results = evaluate_problems(shadow, gate_subset, strategy, progress)
+            outcomes[task] = {**served_gate, **gate_results}  # what paired_gate compares
             decisions[task] = paired_decision(
                 gate_decision(task, evals, baseline, results), served_gate, gate_results, pool, config
             )
@@ -778,24 +812,28 @@ class Night:
         progress: NightProgress,
         lock: Any,
     ) -> dict[str, Any]:
-        """First night: one LoRA seed per task (a cut train stage is shared equally by the tasks left, at
-        least one step each: ``_step_control``)."""
+        """First night: one LoRA seed per task, ``TrainConfig.seed_steps_for`` its examples (``night.seed_steps``,
+        or with ``night.seed_epochs`` enough steps to see its examples that many times); a cut train stage is
+        shared equally by the tasks left, at least one step each (``_step_control``)."""
         from learner.share.seeds import train_lora_seed
 
-        progress.stage("train", train.seed_steps * len(data))
+        planned = {task: train.seed_steps_for(len(examples)) for task, examples in data.items()}
+        ctx.summary["seed_steps"] = planned
+        progress.stage("train", sum(planned.values()))
         seeds = {}
         for i, (task, examples) in enumerate(data.items()):
-            ctx.log(f"LoRA seed {task}: {len(examples)} examples, {train.seed_steps} steps")
+            steps = planned[task]
+            ctx.log(f"LoRA seed {task}: {len(examples)} examples, {steps} steps")
             result = train_lora_seed(
                 runtime.model,
                 runtime.tokenizer,
                 examples,
                 task,
-                train.seed_config(),
+                train.seed_config(steps=steps),
                 base_model_id=runtime.model_id,
                 control=_step_control(progress, len(data) - i),
             )
-            _note_cut(progress, task, len(result.losses), train.seed_steps)
+            _note_cut(progress, task, len(result.losses), steps)
             seeds[task] = result.seed
             release_free_heap()
             lock.renew()
@@ -944,6 +982,7 @@ class Night:
             }
         ctx.summary["eval_pass_baseline"] = pass_rate(baseline, list(baseline))
         ctx.summary["gate_pass_baseline"] = pass_rate(dict(served_gate), list(served_gate))
+        gate_outcomes(ctx, served_gate)[MERGE_CANDIDATE] = dict(gate_results)
         ctx.summary["merge"] = {"basis_id": basis_id, "reconstruction_errors": errors, "passed": passed}
         promoted = self._record(ctx, merged.coefficients, decisions, files, basis_id, model_id)
         if self.live is not None:

@@ -121,6 +121,11 @@ class NightSettings(BaseModel):
     generated_examples: int = 200  # drawn from agent.generators, verified, routed like everything else
     gate_max_attempts: int = 1  # 1 = one-shot gate: exact with the routed-subset shortcut (docs/service.md)
     seed_steps: int = 60
+    # > 0: each task's LoRA seed trains max(seed_steps, ceil(seed_epochs · examples / share.batch_size)) steps,
+    # at least that many passes over its examples (TrainConfig.seed_steps_for); 0 = seed_steps, whatever the
+    # buffer (at 60 steps × batch 2 a 232-example buffer is half seen: docs/learning.md). Not yet measured on
+    # the real model, so off by default.
+    seed_epochs: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     max_length: int = 1024
     copy_weight: float = Field(default=1.0, ge=0.0, le=1.0)  # edit-weighted loss; 1 = plain, 0 = mask copies
     # decoder layers recompute their activations in backward (learner.share.checkpoint): same adapters, a

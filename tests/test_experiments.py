@@ -80,6 +80,21 @@ def test_reference_nll_depends_on_the_applied_adapter(experiment: Experiment) ->
     assert reference_nll(experiment.runtime, items) == base  # weights restored exactly
 
 
+def test_an_experiments_seed_trains_the_steps_seed_epochs_plan(
+    tmp_path: Path, tiny_runtime: ModelRuntime, sandbox: Sandbox
+) -> None:
+    """``seed_epochs`` (the night's ``night.seed_epochs`` under ``--recipe night``): a seed trains
+    ``TrainConfig.seed_steps_for`` its task's examples, as the night's seeds do."""
+    config = _config(seed_steps=1, seed_epochs=1.0, batch_size=2)
+    exp = Experiment(tmp_path / "exp", config, tiny_runtime, sandbox, TaskRouter())
+    exp.progress = lambda _msg: None
+    assert exp._seed_config(0, 7).steps == 4 and exp._seed_config(0, 1).steps == 1
+    exp.seed("mutability")
+    n = len(exp.examples()["mutability"])
+    losses = json.loads((exp.root / "training.json").read_text())["mutability-s0"]["losses"]
+    assert n > 2 and len(losses) == config.train_config().seed_steps_for(n) == -(-n // 2)
+
+
 def test_edit_mask_covers_exactly_the_changed_lines(experiment: Experiment) -> None:
     from learner.share.examples import IGNORE_INDEX, encode_example
     from service.research.scoring import edit_token_mask

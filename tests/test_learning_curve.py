@@ -29,6 +29,7 @@ from tests.benchmarks.learning_curve import (
     flatten_env,
     group_rates,
     koans_limit,
+    night_report,
     provisioned_model,
     run_night,
     transfer,
@@ -63,6 +64,24 @@ def test_group_rates_bwt_and_forgetting_by_pass_rate() -> None:
     assert out["bwt"] == pytest.approx(0.1) and out["forgetting"] == pytest.approx(0.1)
     assert transfer(rows, {"x": 3})["bwt"] is None  # first promoted tonight: nothing to look back on
     assert transfer(rows[:1], {})["groups"] == []
+
+
+def test_a_nights_json_line_carries_its_per_problem_gate_outcomes(tmp_path: Path) -> None:
+    """The night's served and candidate outcomes on its gate pool (service.night.gate_outcomes) go into its
+    JSON line, so a candidate can be paired after the fact; a night from before them says None."""
+    state = State(tmp_path / "s.json")
+    outcomes = {
+        pool: {name: {f"{pool}-1": [False, "h"]} for name in ("one_shot", "served")}
+        for pool in ("test_pool", "koans")
+    }
+    state.data["base"] = outcomes
+    state.night(1).update({"run_id": 7, "eval": outcomes})
+    gate_outcomes = {"served": {"gate-0000-arity": False}, "candidates": {"all": {"gate-0000-arity": True}}}
+    summary = {"promoted": [], "gate": {"all": {"reason": "rejected"}}, "gate_outcomes": gate_outcomes}
+    report = night_report(1, state, summary, {})
+    assert report["gate_outcomes"] == gate_outcomes and report["run_id"] == 7
+    json.dumps(report)  # the JSON line
+    assert night_report(1, state, {"promoted": []}, {})["gate_outcomes"] is None
 
 
 def test_state_resumes_and_refuses_other_options(tmp_path: Path) -> None:
@@ -189,6 +208,7 @@ def test_the_short_preset_sets_real_settings_and_the_environment_wins(
 def test_the_pooled_preset_trains_one_adapter_at_the_default_nights_size(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from service.night import train_config
     from service.settings import NightSettings, Settings
 
     data_dir = tmp_path / "lc"
@@ -203,7 +223,12 @@ def test_the_pooled_preset_trains_one_adapter_at_the_default_nights_size(
         for field, value in values.items():
             assert getattr(getattr(settings, section), field) == value, f"{section}.{field}"
     assert settings.router.grouping == "pooled" and settings.router.task_router().tasks == ["all"]
-    assert settings.night.seed_steps == NightSettings().seed_steps  # the default night's size
+    assert settings.night.seed_steps == NightSettings().seed_steps  # the default night's size, at least ...
+    # ... and enough steps to see every buffered example once (the daemon's default leaves that off)
+    assert settings.night.seed_epochs == 1.0 and NightSettings().seed_epochs == 0.0
+    train = train_config(settings)
+    assert train.seed_steps_for(232) == 116  # run 3's buffer at batch 2: 60 steps saw 120 of its 232
+    assert train.seed_steps_for(100) == 60  # a small buffer keeps the 60 steps
     assert settings.night.test_pool == SHORT_PRESET["night"]["test_pool"]
     assert koans_limit(lc_args(data_dir, preset="pooled")) == 20
 

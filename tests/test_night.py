@@ -13,7 +13,7 @@ from agent.prompt import build_messages, training_example
 from service.app_services import Services
 from service.db.repositories import AdapterRepository, EpisodeRepository, RunRepository
 from service.jobs import RunContext
-from service.night import EvalGuard, Pair, collect_pairs
+from service.night import MERGE_CANDIDATE, EvalGuard, Pair, collect_pairs
 from tests.helpers import make_settings, run_night, succeeded_night
 
 
@@ -98,6 +98,16 @@ def test_second_night_merges_with_phase3_and_reports_reconstruction(
         assert [r.version for r in rows] == [2, 1]
         assert rows[0].basis_id == merge["basis_id"] != rows[1].basis_id
         assert rows[0].gate["merge"] is True
+        # the merge is one candidate on the whole gate pool: its per-problem outcomes beside served's
+        outcomes = runs[second].summary["gate_outcomes"]
+        assert set(outcomes["candidates"]) == {MERGE_CANDIDATE}
+        served, merged = outcomes["served"], outcomes["candidates"][MERGE_CANDIDATE]
+        assert len(served) == runs[second].summary["gate_pool"]["verified"] >= 1
+        assert set(merged) == set(served)
+        gate = rows[0].gate["paired_gate"]
+        assert gate["n"] == len(served)
+        assert gate["wins"] == sum(merged[i] and not served[i] for i in served)
+        assert gate["losses"] == sum(served[i] and not merged[i] for i in served)
     services.stop()
 
 
@@ -135,6 +145,48 @@ def test_night_promotes_only_on_the_paired_gate_over_the_gate_pool(
             assert [r.status for r in rows] == ["rejected"]
             assert rows[0].gate["paired_gate"] == gate
         assert AdapterRepository(s).active_for("moves") is None
+    services.stop()
+
+
+@pytest.mark.slow
+def test_the_nights_summary_holds_every_gate_problems_outcome_for_served_and_candidates(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """summary["gate_outcomes"]: the served model's and each candidate's outcome on every verified gate-pool
+    problem, the very outcomes the paired gate decided on, so a candidate can be paired with anything after
+    the fact; served as the run's summary by ``GET /admin/runs/{id}``. The pool's draw size is recorded, and
+    redrawing it (``gate_problems``, as recipe_sweep.py --pool gate does) gives the same problem ids."""
+    from fastapi.testclient import TestClient
+
+    from agent.pools import build_pools
+    from service.api.app import create_app
+    from service.gate import paired_gate
+    from service.night import gate_config, gate_problems
+    from tests.helpers import AUTH
+
+    settings = make_settings(tmp_path, tiny_model_dir)
+    settings.night.eval_limit = 2
+    settings.night.gate_pool = 6
+    services = Services.build(settings)
+    run_id, summary, _ = run_night(services)
+    outcomes = summary["gate_outcomes"]
+    served = outcomes["served"]
+    assert summary["gate_pool"]["size"] == 6
+    assert len(served) == summary["gate_pool"]["verified"] >= 1
+    assert all(isinstance(ok, bool) for ok in served.values())
+    redrawn = gate_problems(services.serving.sandbox, build_pools(6, 0, eval_koans()).gate)
+    assert [p.id for p in redrawn] == sorted(served)
+    family_of = {p.id: p.family or "?" for p in redrawn}
+    assert set(outcomes["candidates"]) == set(summary["candidates"]) == {"moves", "mutability"}
+    for task, candidate in outcomes["candidates"].items():
+        assert set(candidate) == set(served) and all(isinstance(ok, bool) for ok in candidate.values())
+        # the paired gate on the recorded outcomes is the decision the night recorded
+        decision = paired_gate(served, candidate, family_of, gate_config(settings)).as_json()
+        assert decision == summary["gate"][task]["paired_gate"]
+    client = TestClient(create_app(services))  # no lifespan: the services are already built
+    run = client.get(f"/admin/runs/{run_id}", headers=AUTH)
+    assert run.status_code == 200
+    assert run.json()["summary"]["gate_outcomes"] == outcomes
     services.stop()
 
 

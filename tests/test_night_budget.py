@@ -188,6 +188,57 @@ def test_a_cut_train_stage_is_shared_equally_by_the_tasks(tmp_path: Path, tiny_m
     assert sum(steps.values()) == 9
 
 
+def _examples(n: int) -> list[tuple[list[dict[str, str]], str]]:
+    return [
+        ([{"role": "user", "content": f"Fix: let v{i} = w; v{i}.push({i});"}], f"let mut v{i} = w;")
+        for i in range(n)
+    ]
+
+
+def test_seed_epochs_plan_each_tasks_seed_steps_from_its_examples(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """night.seed_epochs: each task's seed trains max(seed_steps, ceil(epochs · examples / batch)) steps
+    (7 examples at batch 2: 4 steps; 2 examples: seed_steps' 3); the train stage's total is their sum and
+    the summary and the log say what each task was planned."""
+    from learner.runtime import ModelRuntime
+    from learner.share.config import TrainConfig
+    from learner.tiny import build_tiny_model
+
+    night, ctx, progress = _training_night(tmp_path, tiny_model_dir)
+    progress.fake.now = progress.started  # the whole budget ahead: nothing is cut
+    model, tokenizer = build_tiny_model(0)
+    runtime = ModelRuntime(model, tokenizer, device="cpu", model_id="tiny")
+    train = TrainConfig(lora_rank=2, seed_steps=3, seed_epochs=1.0, batch_size=2, max_length=128)
+    data = {"a": _examples(7), "b": _examples(2)}
+    night._train_seeds(ctx, data, runtime, train, progress, _Lock())
+    assert ctx.summary["seed_steps"] == {"a": 4, "b": 3}
+    assert (progress.name, progress.total, progress.done) == ("train", 7, 7)  # every planned step ran
+    assert not ctx.summary.get("budget", {}).get("stopped_early")  # nothing was cut
+    with ctx.db.session() as s:
+        run = RunRepository(s).get(ctx.run_id)
+        assert run is not None
+        assert "LoRA seed a: 7 examples, 4 steps" in run.log and "LoRA seed b: 2 examples, 3 steps" in run.log
+
+
+def test_a_cut_seed_reports_its_planned_steps(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The wall budget still cuts seeds planned by seed_epochs (9 s over 3 tasks: 3 steps each), and the cut
+    is reported against each task's planned steps (2 examples, 3 epochs at batch 1: 6)."""
+    from learner.runtime import ModelRuntime
+    from learner.share.config import TrainConfig
+    from learner.tiny import build_tiny_model
+
+    night, ctx, progress = _training_night(tmp_path, tiny_model_dir)
+    model, tokenizer = build_tiny_model(0)
+    runtime = ModelRuntime(model, tokenizer, device="cpu", model_id="tiny")
+    train = TrainConfig(lora_rank=2, seed_steps=1, seed_epochs=3.0, batch_size=1, max_length=128)
+    data = {task: EXAMPLES for task in ("a", "b", "c")}
+    night._train_seeds(ctx, data, runtime, train, progress, _Lock())
+    assert ctx.summary["seed_steps"] == dict.fromkeys(data, 6)
+    whats = [e["what"] for e in ctx.summary["budget"]["stopped_early"]]
+    assert whats == [f"training {task} after 3 of 6 steps" for task in data], whats
+
+
 def test_phase2_gets_share_phi_capped_to_the_basis_and_the_fair_budget(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:

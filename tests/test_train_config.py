@@ -92,3 +92,61 @@ def test_share_phi_and_copy_weight_reach_both_trainers_configs() -> None:
     assert TrainConfig().phase2_config().phi == 0
     with pytest.raises(ValueError, match="phi must be"):
         TrainConfig(phi=-1)
+
+
+def test_seed_epochs_plan_enough_steps_to_cover_the_examples() -> None:
+    """``TrainConfig.seed_steps_for``: with ``seed_epochs`` = e > 0, max(seed_steps, ceil(e · n / batch));
+    0 (the default) keeps ``seed_steps`` whatever the buffer."""
+    off = TrainConfig(seed_steps=60, batch_size=2)
+    assert off.seed_epochs == 0.0 and off.seed_steps_for(232) == 60 == off.seed_steps_for(7)
+    one = TrainConfig(seed_steps=2, seed_epochs=1.0, batch_size=2)
+    assert one.seed_steps_for(7) == 4  # 3 full batches and the short last one
+    assert one.seed_steps_for(8) == 4 and one.seed_steps_for(9) == 5
+    assert one.seed_steps_for(3) == 2  # never fewer than seed_steps
+    assert TrainConfig(seed_steps=60, seed_epochs=1.0, batch_size=2).seed_steps_for(232) == 116
+    assert TrainConfig(seed_steps=1, seed_epochs=2.5, batch_size=4).seed_steps_for(10) == 7  # ceil(6.25)
+    # no step added by float rounding (0.7 · 10 / 1 is 7.000000000000001 in floats)
+    assert TrainConfig(seed_steps=1, seed_epochs=0.7, batch_size=1).seed_steps_for(10) == 7
+    with pytest.raises(ValueError, match="seed_epochs must be"):
+        TrainConfig(seed_epochs=-0.5)
+    with pytest.raises(ValueError, match="seed_epochs must be"):
+        TrainConfig(seed_epochs=float("inf"))
+
+
+def test_seed_epochs_reach_the_nights_and_the_experiments_config() -> None:
+    from pydantic import ValidationError
+
+    from service.cli import CliError
+
+    settings = Settings(night={"seed_steps": 3, "seed_epochs": 1.5}, share={"batch_size": 2})
+    night = train_config(settings)
+    assert (night.seed_steps, night.seed_epochs) == (3, 1.5) and night.seed_steps_for(10) == 8
+    assert train_config(Settings()).seed_epochs == 0.0  # the daemon's default: off
+    config = config_from(_args(tasks=["borrows", "moves"]), settings)
+    assert config.seed_epochs == 1.5 and config.train_config() == night
+    with pytest.raises(CliError, match="--recipe night fixes seed_epochs"):
+        config_from(_args(tasks=["borrows", "moves"], seed_epochs=2.0), settings)
+    plain = config_from(argparse.Namespace(tasks=["borrows", "moves"], seed_epochs=2.0), settings)
+    assert plain.train_config().seed_epochs == 2.0
+    with pytest.raises(ValidationError, match="seed_epochs"):
+        Settings(night={"seed_epochs": -1.0})
+    with pytest.raises(ValidationError, match="seed_epochs"):
+        Settings(night={"seed_epochs": float("nan")})
+
+
+def test_one_epoch_of_steps_sees_every_example_exactly_once() -> None:
+    """learner.share.examples.batch_stream deals shuffled epochs: ceil(n / batch) steps hold each of the n
+    examples once (7 examples at batch 2: 4 steps, the last a batch of 1), so ``seed_epochs`` = 1 trains on
+    the whole buffer."""
+    from learner.share.examples import EncodedExample, batch_stream
+
+    encoded = [EncodedExample(input_ids=[i], labels=[i]) for i in range(7)]
+    steps = TrainConfig(seed_steps=1, seed_epochs=1.0, batch_size=2).seed_steps_for(len(encoded))
+    assert steps == 4
+    stream = batch_stream(encoded, 2, seed=0)
+    first = [next(stream) for _ in range(steps)]
+    seen = sorted(e.input_ids[0] for batch in first for e in batch)
+    assert seen == list(range(7)) and [len(b) for b in first] == [2, 2, 2, 1]
+    # the next epoch's 4 steps hold each example once again
+    second = sorted(e.input_ids[0] for _ in range(steps) for e in next(stream))
+    assert second == list(range(7))

@@ -8,6 +8,7 @@ recipe (``dreamfix experiment run --recipe night``) describes the code and hyper
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,6 +21,8 @@ class TrainConfig:
     lora_rank: int = 8
     target_modules: tuple[str, ...] = field(default=("q_proj", "v_proj"))
     seed_steps: int = 60
+    # > 0: a LoRA seed trains at least this many passes over its examples (``seed_steps_for``); 0 = off
+    seed_epochs: float = 0.0
     seed_lr: float = 5e-3
     phase2_steps: int = 60
     phase2_lr: float = 5e-3
@@ -54,6 +57,21 @@ class TrainConfig:
             raise ValueError(f"copy_weight must be in [0, 1], got {self.copy_weight}")
         if self.phi < 0:
             raise ValueError(f"phi must be ≥ 0, got {self.phi}")
+        if not (math.isfinite(self.seed_epochs) and self.seed_epochs >= 0):
+            raise ValueError(f"seed_epochs must be a finite number ≥ 0, got {self.seed_epochs}")
+
+    def seed_steps_for(self, n_examples: int) -> int:
+        """The steps a LoRA seed on ``n_examples`` examples trains: ``seed_steps``, or with ``seed_epochs`` =
+        e > 0 at least enough batches for e passes over the examples, ``max(seed_steps, ceil(e · n /
+        batch_size))``. ``learner.share.examples.batch_stream`` deals shuffled epochs, so ceil(n / batch) steps
+        see every example exactly once. The night and the experiments both take the number from here."""
+        if n_examples < 0:
+            raise ValueError(f"n_examples must be ≥ 0, got {n_examples}")
+        if self.seed_epochs <= 0:
+            return self.seed_steps
+        # the small slack keeps float rounding from adding a step (0.7 · 10 / 1 = 7.000000000000001)
+        epochs = math.ceil(self.seed_epochs * n_examples / self.batch_size - 1e-9)
+        return max(self.seed_steps, epochs)
 
     def seed_config(
         self, *, seed: int | None = None, target_modules: Any = None, steps: int | None = None

@@ -101,11 +101,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument(
         "--recipe",
         choices=["night"],
-        help="night: every training option (LoRA rank and targets, steps, learning rates, batch size, "
-        "max length, seed, p, threshold, k cap, copy weight) from the night's settings",
+        help="night: every training option (LoRA rank and targets, steps and epochs, learning rates, "
+        "batch size, max length, seed, p, threshold, k cap, copy weight) from the night's settings",
     )
     run.add_argument("--lora-rank", dest="lora_rank", type=int)
     run.add_argument("--seed-steps", dest="seed_steps", type=int)
+    run.add_argument(
+        "--seed-epochs",
+        dest="seed_epochs",
+        type=float,
+        help="> 0: each LoRA seed trains at least this many passes over its examples (default 0: --seed-steps)",
+    )
     run.add_argument("--seed-lr", dest="seed_lr", type=float, help="LoRA seeds' learning rate (default 2e-3)")
     run.add_argument("--phase2-steps", dest="phase2_steps", type=int)
     run.add_argument(

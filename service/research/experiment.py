@@ -77,6 +77,7 @@ class ExperimentConfig:
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     lora_rank: int = 8
     seed_steps: int = 24
+    seed_epochs: float = 0.0  # TrainConfig.seed_epochs: > 0, a seed trains at least that many passes
     seed_lr: float = 2e-3
     seeds: list[int] = field(default_factory=lambda: [0])  # random seeds for the LoRA seeds (subspace: ≥ 2)
     phase2_steps: int = 24
@@ -120,6 +121,7 @@ class ExperimentConfig:
             lora_rank=self.lora_rank,
             target_modules=tuple(self.target_modules),
             seed_steps=self.seed_steps,
+            seed_epochs=self.seed_epochs,
             seed_lr=self.seed_lr,
             phase2_steps=self.phase2_steps,
             phase2_lr=self.phase2_lr,
@@ -140,6 +142,7 @@ class ExperimentConfig:
             "lora_rank": train.lora_rank,
             "target_modules": list(train.target_modules),
             "seed_steps": train.seed_steps,
+            "seed_epochs": train.seed_epochs,
             "seed_lr": train.seed_lr,
             "phase2_steps": train.phase2_steps,
             "phase2_lr": train.phase2_lr,
@@ -289,21 +292,27 @@ class Experiment:
     def _train_seed(self, path: Path, task: str, seed: int) -> None:
         with self.plain_model():
             started = time.monotonic()
+            examples = self.examples()[task]
             result = train_lora_seed(
                 self.model,
                 self.runtime.tokenizer,
-                self.examples()[task],
+                examples,
                 f"{task}-s{seed}",
-                self._seed_config(seed),
+                self._seed_config(seed, len(examples)),
                 base_model_id=self.runtime.model_id,
                 prefix=self.prefix,
             )
             save_seed(path, result.seed)
             self._log_training(path.stem, result.losses, time.monotonic() - started)
 
-    def _seed_config(self, seed: int) -> SeedConfig:
-        return self.config.train_config().seed_config(
-            seed=seed, target_modules=self.config.target_names(self.model)
+    def _seed_config(self, seed: int, n_examples: int) -> SeedConfig:
+        """The LoRA seed recipe for ``n_examples`` training examples (its steps:
+        ``TrainConfig.seed_steps_for``, as the night's)."""
+        train = self.config.train_config()
+        return train.seed_config(
+            seed=seed,
+            target_modules=self.config.target_names(self.model),
+            steps=train.seed_steps_for(n_examples),
         )
 
     def _phase2_config(self, pseudo_rank: int | None = None, phi: int = 0) -> Phase2Config:

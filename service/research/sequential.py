@@ -96,7 +96,7 @@ def run(exp: Experiment) -> dict[str, Any]:
                             exp.runtime.tokenizer,
                             examples[task],
                             f"naive-{night}-{task}",
-                            exp._seed_config(exp.config.seeds[0]),
+                            exp._seed_config(exp.config.seeds[0], len(examples[task])),
                             base_model_id=exp.runtime.model_id,
                             prefix=exp.prefix,
                         )

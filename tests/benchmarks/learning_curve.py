@@ -99,10 +99,12 @@ SHORT_PRESET: dict[str, Any] = {
     "share": {"train_steps": 12, "batch_size": 2},
 }
 #: ``--preset pooled``: the short preset's pools and evaluation, with one adapter for every family
-#: (``router.grouping = pooled``) trained at the default night's size — 60 LoRA-seed steps on up to 256
-#: examples (the whole replay buffer), Phase 2 30 steps — and a 120-problem gate pool (one decision gets the
-#: whole pool; at 60 problems 7 wins / 2 losses is p = 0.09) in a one-hour wall budget. The size at which the
-#: dev-set sweep saw a pooled seed gain (docs/learning.md, "One pooled adapter at the default night's size").
+#: (``router.grouping = pooled``) trained at the default night's size — at least 60 LoRA-seed steps on up to
+#: 256 examples (the whole replay buffer), and with ``seed_epochs`` 1 as many more as it takes to see every
+#: example once (232 examples at batch 2: 116 steps; run 3's 60 saw half of them), Phase 2 30 steps — and a
+#: 120-problem gate pool (one decision gets the whole pool; at 60 problems 7 wins / 2 losses is p = 0.09) in a
+#: one-hour wall budget. The size at which the dev-set sweep saw a pooled seed gain (docs/learning.md, "One
+#: pooled adapter at the default night's size").
 POOLED_PRESET: dict[str, Any] = {
     "night": {
         **SHORT_PRESET["night"],
@@ -110,6 +112,7 @@ POOLED_PRESET: dict[str, Any] = {
         "gate_pool": 120,
         "max_examples_per_task": 256,
         "seed_steps": 60,
+        "seed_epochs": 1.0,
     },
     "share": {"train_steps": 30, "batch_size": 2},
     "router": {"grouping": "pooled"},
@@ -551,6 +554,9 @@ def night_report(
         "transfer": transfer(rows, first),
         "promoted": summary.get("promoted", []),
         "gate": {task: d.get("reason") for task, d in gate.items()},
+        # the night's per-problem gate-pool outcomes, served and each candidate (service.night.gate_outcomes;
+        # None for a night from before they were recorded): a candidate paired with anything after the fact
+        "gate_outcomes": summary.get("gate_outcomes"),
         "night_seconds": summary.get("night_seconds"),
         "peak_rss_mb": summary.get("peak_rss_mb"),
         # the night's process as this benchmark ran it (model load included); None when it was taken from
