@@ -70,6 +70,36 @@ def test_each_token_meets_its_own_grid_whatever_else_the_call_holds() -> None:
     assert torch.equal(approx, alone) and torch.equal(approx, reordered)
 
 
+def test_the_fixed_grid_is_the_one_the_dynamic_kernel_picks_for_rows_in_unit_range() -> None:
+    """``Int8Linear`` quantizes rows scaled into [−1, 1] on a fixed grid in one fbgemm call. The grid must be
+    the one fbgemm's dynamic kernel derives for a call spanning exactly [−1, 1] (the earlier construction: a
+    +1/−1 sentinel row appended to the scaled rows), so the two agree bit for bit — on this CPU's range (7 or
+    8 bits) and on the other — including rows whose largest magnitude is positive (value exactly +1)."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(96, 80, bias=False)
+    q = quant.Int8Linear(lin)
+    x = torch.randn(9, 96)
+    x[0] *= 30
+    x[1, 5] = 50.0  # a row whose maximum is positive: scaled, that value is exactly +1
+    x[2, 7] = -50.0
+    scale = x.abs().amax(dim=1, keepdim=True)
+    rows = x / scale
+    sentinel = torch.zeros(1, 96)
+    sentinel[0, 0], sentinel[0, 1] = 1.0, -1.0
+    ops = torch.ops.quantized
+    for reduce_range, grid in ((True, (2.0 / 127.0, 64)), (False, (2.0 / 255.0, 128))):
+        with torch.inference_mode():
+            dynamic = ops.linear_dynamic(torch.cat([rows, sentinel]), q._packed, reduce_range)[:-1]
+            fixed = ops.linear_with_input_q_dq_qweight_dq_output_fp32(rows, *grid, q._packed)
+        assert torch.equal(dynamic, fixed), f"reduce_range={reduce_range}: the fixed grid differs"
+    assert quant.input_grid() == ((2.0 / 127.0, 64) if quant.reduce_range() else (2.0 / 255.0, 128))
+    with torch.inference_mode():
+        expected = (
+            ops.linear_dynamic(torch.cat([rows, sentinel]), q._packed, quant.reduce_range())[:-1] * scale
+        )
+        assert torch.equal(q(x), expected)
+
+
 def test_serving_only_layer_drops_the_float_weight_and_refuses_to_train() -> None:
     lin = torch.nn.Linear(32, 32)
     q = quant.Int8Linear(lin, keep_float=False)
@@ -89,6 +119,70 @@ def test_quantize_swaps_every_linear_and_deepcopy_keeps_the_outputs() -> None:
     clone = copy.deepcopy(model)
     with torch.inference_mode():
         assert torch.equal(model(ids).logits, clone(ids).logits)
+
+
+def test_fused_siblings_give_the_unfused_outputs_bit_for_bit() -> None:
+    """q/k/v and gate/up share one int8 call (``fuse_siblings``); every column is the same integer dot product,
+    so logits equal the unfused model's exactly — alone, in a batch, with a Share wrapper on q/v, and in a
+    deep copy, which gets its own groups."""
+    fused, _ = build_tiny_model(seed=3)
+    plain = copy.deepcopy(fused)
+    quant.quantize_for_decode(fused)
+    quant.quantize_for_decode(plain, fuse=False)
+    layers = fused.config.num_hidden_layers
+    groups = {
+        id(m._fused) for m in fused.modules() if isinstance(m, quant.Int8Linear) and m._fused is not None
+    }
+    assert len(groups) == 2 * layers, "one q/k/v and one gate/up group per layer"
+    attn = fused.model.layers[0].self_attn
+    assert attn.q_proj._packed is None and attn.q_proj._fused is attn.k_proj._fused is attn.v_proj._fused
+    unfused_attn = plain.model.layers[0].self_attn
+    for name in ("q_proj", "k_proj", "v_proj"):
+        assert torch.equal(
+            getattr(attn, name).int8_weight().int_repr(), getattr(unfused_attn, name).int8_weight().int_repr()
+        )
+    ids = tokens(fused, 3)
+    with torch.inference_mode():
+        assert torch.equal(fused(ids).logits, plain(ids).logits)
+        assert torch.equal(fused(ids[:1]).logits, plain(ids[:1]).logits)
+    assert all(
+        m._kept is None for m in {m._fused for m in fused.modules() if isinstance(m, quant.Int8Linear)} if m
+    )
+    clone = copy.deepcopy(fused)
+    c_attn = clone.model.layers[0].self_attn
+    assert c_attn.q_proj._fused is c_attn.v_proj._fused and c_attn.q_proj._fused is not attn.q_proj._fused
+    with torch.inference_mode():
+        assert torch.equal(clone(ids).logits, plain(ids).logits)
+    # Share wraps q/v after quantizing: the base layers stay in their group; the routed model still matches.
+    bank_f, bank_p = attached(fused, 1), attached(plain, 1)
+    with torch.inference_mode():
+        snap_f, snap_p = bank_f.snapshot(), bank_p.snapshot()
+        with routing.routed(snap_f.rows(["t0", None, "t0"]), snap_f):
+            routed_f = fused(ids).logits
+        with routing.routed(snap_p.rows(["t0", None, "t0"]), snap_p):
+            routed_p = plain(ids).logits
+    assert torch.equal(routed_f, routed_p)
+
+
+def test_a_fused_member_called_with_another_input_computes_its_own_output() -> None:
+    """The group keeps its other members' outputs only for the same input tensor: a member called with a
+    different one (or a member called twice) gets a fresh, correct result, never a sibling's stale one."""
+    torch.manual_seed(0)
+    layers = {n: torch.nn.Linear(32, w) for n, w in (("q_proj", 32), ("k_proj", 8), ("v_proj", 8))}
+    holder = torch.nn.Module()
+    for n, lin in layers.items():
+        setattr(holder, n, quant.Int8Linear(lin))
+    alone = {n: quant.Int8Linear(lin) for n, lin in layers.items()}
+    assert quant.fuse_siblings(holder) == 1
+    x1, x2 = torch.randn(4, 32), torch.randn(4, 32)
+    with torch.no_grad():
+        assert torch.equal(holder.q_proj(x1), alone["q_proj"](x1))
+        assert torch.equal(holder.k_proj(x2), alone["k_proj"](x2)), "a different input must recompute"
+        assert torch.equal(holder.k_proj(x2), alone["k_proj"](x2)), "a member asking twice recomputes"
+        x1.mul_(2)  # in place: the version changes, so nothing kept for the old values may be served
+        holder.q_proj(x1)
+        x1.add_(1)
+        assert torch.equal(holder.v_proj(x1), alone["v_proj"](x1))
 
 
 def test_routed_share_delta_is_the_same_on_an_int8_base() -> None:
