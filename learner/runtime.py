@@ -25,6 +25,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from learner import provision
+from learner.cpu import cpu_info
 from learner.routing import TaskKey, routed
 
 StopReason = Literal["eos", "stop", "length", "deadline"]
@@ -604,9 +605,5 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
 
 
 def cpu_has_native_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
-    except OSError:
-        return False
+    flags = cpu_info().flags
     return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -17,17 +17,24 @@
    are still run and reported (``koans_passed``) but never decide. With a one-shot gate (the default) only
    problems routed to the candidate's task can change — every other row runs bit-identical coefficients — so
    only those are re-run; with a multi-attempt gate everything is re-run (routes can move between attempts).
+   For the same reason the served configuration's outcomes after the night's promotions are known (served's,
+   with each promoted candidate's where it was run): a one-shot night records them with a fingerprint of
+   everything they depend on (``served_gate_after``, ``gate_fingerprint``), and a later night that serves the
+   same configuration reuses them instead of re-running its baseline on the gate pool
+   (``night.reuse_gate_baseline``; greedy decoding and a deterministic pool draw make them the same).
 5. Promotion: rows, statuses and the route epoch change in one transaction at the very end; replicas (and
    this process) hot-swap on the epoch. A rejected version is kept with its reason.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -517,6 +524,207 @@ def gate_outcomes(ctx: RunContext, served: Mapping[str, bool]) -> dict[str, dict
     return candidates
 
 
+# ------------------------------------------------------------------------------------ gate baseline
+#: Bump when the agent or prompt code changes what the model would reply to a gate problem, or how a reply is
+#: judged (agent/prompt.py, agent/loop.py, the validation judge): the nights' recorded gate baselines
+#: (``served_gate_after``) then stop matching (``gate_fingerprint``) and the next night re-runs its own.
+GATE_OUTCOMES_FORMAT = 1
+
+#: The sandbox settings a verdict can depend on (limits a fix may hit); the rest (concurrency, cache size) only
+#: change speed.
+_VERDICT_SANDBOX_SETTINGS = (
+    "jail",
+    "cpu_seconds",
+    "wall_seconds",
+    "memory_mb",
+    "max_processes",
+    "max_file_bytes",
+    "max_output_bytes",
+    "max_source_bytes",
+)
+
+#: How many recent night runs the baseline reuse looks through for a matching ``served_gate_after``.
+GATE_BASELINE_LOOKBACK = 50
+
+
+def gate_settings(settings: Settings) -> dict[str, Any]:
+    """The settings a gate outcome depends on: the gate strategy (``gate_strategy``: attempts, hints, output
+    format, ...), the greedy decoding the night's loop runs (``generation_params`` with
+    ``NIGHT_PROMPT_LOOKUP``), the router (which task, so which adapter, a problem runs) and the sandbox limits
+    a verdict can hit. Not ``gate_config``: alpha and the net-gain and family caps decide on the outcomes,
+    they do not change them."""
+    params = replace(generation_params(settings), prompt_lookup=NIGHT_PROMPT_LOOKUP)
+    sandbox = settings.sandbox.model_dump()
+    return {
+        "strategy": asdict(gate_strategy(settings)),
+        "generation": asdict(params),
+        "router": {
+            "grouping": settings.router.grouping,
+            "confidence_threshold": settings.router.confidence_threshold,
+        },
+        "sandbox": {key: sandbox[key] for key in _VERDICT_SANDBOX_SETTINGS},
+    }
+
+
+def served_identity(versions: Mapping[str, int], basis_id: str | None) -> dict[str, Any]:
+    """What is served: ``{task: version}`` and the basis they live in. With no task served every row runs the
+    base model, whatever basis the bank holds, so the basis is then left out (None)."""
+    served = {task: int(versions[task]) for task in sorted(versions)}
+    return {"versions": served, "basis_id": basis_id if served else None}
+
+
+def platform_identity(runtime: ModelRuntime | None = None) -> dict[str, Any]:
+    """What the arithmetic runs on: torch's version and intra-op threads, the CPU's model name and the flags
+    that pick its float/int8 kernels (``learner.cpu.KERNEL_FLAGS``), and a CUDA device's name."""
+    import torch
+
+    from learner.cpu import cpu_info
+
+    cpu = cpu_info()
+    out: dict[str, Any] = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": {"model": cpu.model, "flags": cpu.kernel_flags()},
+    }
+    if runtime is not None and runtime.device.type == "cuda":
+        out["cuda"] = torch.cuda.get_device_name(runtime.device)
+    return out
+
+
+def model_identity(runtime: ModelRuntime, settings: Settings) -> dict[str, str]:
+    """The base model as loaded: its id, the model setting it came from, its float dtype, its linear layers'
+    weight format (``learner.quant.weight_format``: int8 or float) and its device."""
+    from learner.quant import weight_format
+
+    model = runtime.model
+    dtype = getattr(model, "dtype", None)
+    if dtype is None:
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    return {
+        "id": runtime.model_id,
+        "setting": settings.model,
+        "dtype": str(dtype),
+        "weights": weight_format(model),
+        "device": str(runtime.device),
+    }
+
+
+def gate_fingerprint(
+    *,
+    model: Mapping[str, str],
+    served: Mapping[str, int],
+    basis_id: str | None,
+    settings: Settings,
+    problems: Iterable[Problem],
+    platform: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Everything the served configuration's outcomes on the gate pool depend on, as JSON: the format of the
+    agent's replies (``GATE_OUTCOMES_FORMAT``), the base model (``model_identity``), what is served
+    (``served_identity``), the gate's settings (``gate_settings``), the verified gate problems
+    (``problems_identity``) and the platform (``platform_identity``). Equal fingerprints, greedy one-shot
+    decoding: equal outcomes. ``fingerprint_sha256`` hashes it."""
+    return {
+        "format": GATE_OUTCOMES_FORMAT,
+        "model": dict(model),
+        "served": served_identity(served, basis_id),
+        "gate": gate_settings(settings),
+        "problems": problems_identity(problems),
+        "platform": dict(platform),
+    }
+
+
+def problems_identity(problems: Iterable[Problem]) -> dict[str, Any]:
+    """The verified gate problems: their sorted ids (the draw is deterministic for one ``night.gate_pool``) and
+    a sha256 over their contents (program, mode, edition, tests), so that a generator that changed what an id
+    holds does not pass for the same pool."""
+    ordered = sorted(problems, key=lambda p: p.id)
+    digest = hashlib.sha256()
+    for p in ordered:
+        digest.update(json.dumps([p.id, p.source, p.mode, p.edition, p.tests]).encode("utf-8"))
+    return {"ids": [p.id for p in ordered], "sha256": digest.hexdigest()}
+
+
+def fingerprint_sha256(fingerprint: Mapping[str, Any]) -> str:
+    """sha256 of the fingerprint's canonical JSON (sorted keys, no spaces, ASCII)."""
+    text = json.dumps(fingerprint, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def live_gate_fingerprint(
+    shadow: ServingRuntime, settings: Settings, problems: Sequence[Problem]
+) -> dict[str, Any]:
+    """``gate_fingerprint`` of what ``shadow`` serves now (its bank's snapshot after ``sync``: the database's
+    active versions, so a rollback or promotion between nights is seen) on these gate problems."""
+    runtime = shadow.runtime
+    assert runtime is not None
+    return gate_fingerprint(
+        model=model_identity(runtime, settings),
+        served=shadow.active_versions(),
+        basis_id=shadow.bank.basis_id if shadow.bank is not None else None,
+        settings=settings,
+        problems=problems,
+        platform=platform_identity(runtime),
+    )
+
+
+def reusable_gate_baseline(
+    db: Database, fingerprint: str, problem_ids: Collection[str]
+) -> tuple[int, dict[str, bool]] | None:
+    """The newest succeeded night (of the last ``GATE_BASELINE_LOOKBACK``) whose ``served_gate_after`` has this
+    fingerprint and outcomes for exactly these problems: (its run id, its outcomes); None when there is none."""
+    wanted = set(problem_ids)
+    with db.session() as s:
+        for run in RunRepository(s).recent("night", limit=GATE_BASELINE_LOOKBACK):
+            if run.status != "succeeded":
+                continue
+            after = (run.summary or {}).get("served_gate_after")
+            if not isinstance(after, dict) or after.get("fingerprint") != fingerprint:
+                continue
+            outcomes = after.get("outcomes")
+            if (
+                isinstance(outcomes, dict)
+                and set(outcomes) == wanted
+                and all(isinstance(ok, bool) for ok in outcomes.values())
+            ):
+                return run.id, dict(outcomes)
+    return None
+
+
+def served_outcomes_after(
+    served: Mapping[str, bool], runs: Mapping[str, Mapping[str, bool]], promoted: Iterable[str]
+) -> dict[str, bool]:
+    """The gate-pool outcomes of what is served after the night's promotions: the served outcomes, with each
+    promoted candidate's own outcomes where it was run (``runs``: a one-shot gate runs a task's candidate on
+    the problems routed to that task, every other row running bit-identical coefficients; a merge runs on
+    every problem). Two promoted candidates run on one problem, or a run outside the pool, is an error: their
+    outcomes would not be the served configuration's."""
+    out = dict(served)
+    claimed: dict[str, str] = {}
+    for name in promoted:
+        for problem_id, fixed in runs[name].items():
+            if problem_id not in out:
+                raise ValueError(f"candidate {name!r} ran {problem_id!r}, which is not in the gate pool")
+            if problem_id in claimed:
+                raise ValueError(f"candidates {claimed[problem_id]!r} and {name!r} both ran {problem_id!r}")
+            claimed[problem_id] = name
+            out[problem_id] = fixed
+    return out
+
+
+def served_gate_after(
+    fingerprint: Mapping[str, Any],
+    versions: Mapping[str, int],
+    basis_id: str | None,
+    outcomes: Mapping[str, bool],
+) -> dict[str, Any]:
+    """``summary["served_gate_after"]``: the night's baseline ``fingerprint`` with what is served after its
+    promotions (``versions`` in ``basis_id``) in place of what was served before, hashed, with that
+    configuration's gate-pool ``outcomes`` (``served_outcomes_after``): what a later night with the same
+    fingerprint reuses instead of re-running (``reusable_gate_baseline``)."""
+    after = {**fingerprint, "served": served_identity(versions, basis_id)}
+    return {"fingerprint": fingerprint_sha256(after), "served": after["served"], "outcomes": dict(outcomes)}
+
+
 def pass_rate(results: Mapping[str, bool], ids: Sequence[str]) -> float | None:
     return sum(results[i] for i in ids) / len(ids) if ids else None
 
@@ -687,9 +895,7 @@ class Night:
 
         if basis_path is None:
             # First night: baseline is the base model; seeds → Phase 1.
-            progress.stage("baseline", len(evals.koans) + len(pool.problems))
-            baseline = evaluate(shadow, evals.koans, strategy, progress)
-            served_gate = evaluate_problems(shadow, pool.problems, strategy, progress)
+            baseline, served_gate, fingerprint = self._baseline(ctx, shadow, evals, pool, strategy, progress)
             seeds = self._train_seeds(ctx, data, runtime, train, progress, lock)
             result = phase1(list(seeds.values()), threshold=train.threshold, cap=train.k_cap)
             basis_file = adapters_dir / f"basis-{ctx.run_id}.safetensors"
@@ -717,9 +923,7 @@ class Night:
             if shadow.bank is None or shadow.bank.basis_id != basis_id:
                 shadow.bank = attach_share(runtime.model, bases, base_model_id=model_id)
                 runtime.bank = shadow.bank
-            progress.stage("baseline", len(evals.koans) + len(pool.problems))
-            baseline = evaluate(shadow, evals.koans, strategy, progress)
-            served_gate = evaluate_problems(shadow, pool.problems, strategy, progress)
+            baseline, served_gate, fingerprint = self._baseline(ctx, shadow, evals, pool, strategy, progress)
             phase2_results = self._train_phase2(ctx, data, shadow, train, progress, lock)
             candidates = {task: res.coeffs for task, res in phase2_results.items()}
 
@@ -735,6 +939,7 @@ class Night:
                     model_id,
                     started,
                     progress,
+                    fingerprint,
                 )
 
         bank = shadow.bank
@@ -745,6 +950,7 @@ class Night:
         config = gate_config(self.settings)
         decisions: dict[str, dict[str, Any]] = {}
         files: dict[str, tuple[int, Path]] = {}
+        runs: dict[str, dict[str, bool]] = {}  # each candidate's own gate-pool outcomes, where it was run
         with self.db.session() as s:  # the night lock makes these numbers ours until the promotion
             repo = AdapterRepository(s)
             versions = {task: repo.next_version(task) for task in candidates}
@@ -778,6 +984,7 @@ class Night:
             results = evaluate(shadow, subset, strategy, progress)
             gate_subset = pool.of_task(task) if one_shot else pool.problems
             gate_results = evaluate_problems(shadow, gate_subset, strategy, progress)
+            runs[task] = gate_results
             outcomes[task] = {**served_gate, **gate_results}  # what paired_gate compares
             decisions[task] = paired_decision(
                 gate_decision(task, evals, baseline, results), served_gate, gate_results, pool, config
@@ -790,6 +997,15 @@ class Night:
             lock.renew()
 
         promoted = self._record(ctx, candidates, decisions, files, basis_id, model_id)
+        if one_shot:
+            passed = [t for t in candidates if decisions[t]["passed"]]
+            self._served_after(
+                ctx,
+                fingerprint,
+                {t: files[t][0] for t in passed},
+                basis_id,
+                served_outcomes_after(served_gate, runs, passed),
+            )
         if self.live is not None:
             self.live.sync()
         ctx.summary.update(
@@ -802,6 +1018,55 @@ class Night:
             }
         )
         return ctx.summary
+
+    def _baseline(
+        self,
+        ctx: RunContext,
+        shadow: ServingRuntime,
+        evals: EvalSet,
+        pool: GatePool,
+        strategy: Strategy,
+        progress: NightProgress,
+    ) -> tuple[dict[str, bool], dict[str, bool], dict[str, Any]]:
+        """The baseline stage: what ``shadow`` serves now on the eval koans (report-only) and on the gate pool.
+        The gate pool's outcomes are reused from an earlier night when the gate is one-shot,
+        ``night.reuse_gate_baseline`` is on and a succeeded night recorded them for this very configuration
+        (``reusable_gate_baseline``: same ``gate_fingerprint``, same problems), else run. Returns (eval-koan
+        outcomes, gate-pool outcomes, the fingerprint), the fingerprint also in ``summary["gate_fingerprint"]``."""
+        fingerprint = live_gate_fingerprint(shadow, self.settings, pool.problems)
+        digest = fingerprint_sha256(fingerprint)
+        ctx.summary["gate_fingerprint"] = {"sha256": digest, "components": fingerprint}
+        reused = None
+        if strategy.max_attempts == 1 and self.settings.night.reuse_gate_baseline and pool.problems:
+            reused = reusable_gate_baseline(self.db, digest, [p.id for p in pool.problems])
+        progress.stage("baseline", len(evals.koans) + (0 if reused is not None else len(pool.problems)))
+        baseline = evaluate(shadow, evals.koans, strategy, progress)
+        if reused is None:
+            return baseline, evaluate_problems(shadow, pool.problems, strategy, progress), fingerprint
+        run_id, outcomes = reused
+        ctx.summary["gate_baseline_reused_from"] = run_id
+        ctx.log(
+            f"gate baseline: {len(outcomes)} outcomes reused from night #{run_id} (fingerprint {digest[:12]})"
+        )
+        return baseline, {p.id: outcomes[p.id] for p in pool.problems}, fingerprint
+
+    @staticmethod
+    def _served_after(
+        ctx: RunContext,
+        fingerprint: Mapping[str, Any],
+        promoted: Mapping[str, int],
+        basis_id: str,
+        outcomes: Mapping[str, bool],
+        *,
+        replaces_all: bool = False,
+    ) -> None:
+        """``summary["served_gate_after"]`` (``served_gate_after``) for what is served once ``promoted`` (task →
+        version, in ``basis_id``) is: the versions served before the night with the promoted ones (all of them
+        replaced for a merge), in the night's basis when anything was promoted."""
+        before = fingerprint["served"]
+        versions = dict(promoted) if replaces_all else {**before["versions"], **promoted}
+        basis = basis_id if promoted else before["basis_id"]
+        ctx.summary["served_gate_after"] = served_gate_after(fingerprint, versions, basis, outcomes)
 
     def _train_seeds(
         self,
@@ -913,6 +1178,7 @@ class Night:
         model_id: str,
         started: float,
         progress: NightProgress,
+        fingerprint: Mapping[str, Any],
     ) -> dict[str, Any]:
         """Phase 3: every active task and tonight's candidates re-based into one new basis, gated as ONE
         configuration on the whole eval set (a new basis changes every task), promoted all or nothing."""
@@ -985,6 +1251,18 @@ class Night:
         gate_outcomes(ctx, served_gate)[MERGE_CANDIDATE] = dict(gate_results)
         ctx.summary["merge"] = {"basis_id": basis_id, "reconstruction_errors": errors, "passed": passed}
         promoted = self._record(ctx, merged.coefficients, decisions, files, basis_id, model_id)
+        if strategy.max_attempts == 1:
+            # promoted, the merge is every task in the new basis (merged.coefficients holds every served task)
+            self._served_after(
+                ctx,
+                fingerprint,
+                dict(versions) if passed else {},
+                basis_id,
+                served_outcomes_after(
+                    served_gate, {MERGE_CANDIDATE: gate_results}, [MERGE_CANDIDATE] if passed else []
+                ),
+                replaces_all=passed,
+            )
         if self.live is not None:
             self.live.sync()
         ctx.summary.update(

@@ -150,6 +150,12 @@ class NightSettings(BaseModel):
     gate_alpha: float = Field(default=0.05, gt=0.0, le=1.0)  # promote when the sign test's p <= alpha
     gate_min_net_gain: int = Field(default=2, ge=0)  # wins - losses on the gate pool
     gate_max_family_net_loss: int = Field(default=1, ge=0)
+    # One-shot gate only: the served configuration's gate-pool outcomes are taken from the newest succeeded
+    # night that recorded them for the same configuration (summary "served_gate_after", matched by
+    # service.night.gate_fingerprint: model, dtype/weights, served versions and basis, the gate's decoding
+    # and routing settings, the pool's problems, torch, the CPU) instead of re-running the served model on
+    # the pool; False always re-runs it (docs/learning.md, "The gate statistics").
+    reuse_gate_baseline: bool = True
 
 
 class RouterSettings(BaseModel):

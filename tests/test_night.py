@@ -108,6 +108,18 @@ def test_second_night_merges_with_phase3_and_reports_reconstruction(
         assert gate["n"] == len(served)
         assert gate["wins"] == sum(merged[i] and not served[i] for i in served)
         assert gate["losses"] == sum(served[i] and not merged[i] for i in served)
+        # night 1 promoted its candidates (statistics off) and recorded that configuration's gate outcomes:
+        # the merge night serves it, so it reused them; the promoted merge is every task in the new basis,
+        # and what the next night will serve has the merge's outcomes
+        assert runs[second].summary["gate_baseline_reused_from"] == first
+        assert served == runs[first].summary["served_gate_after"]["outcomes"]
+        after = runs[second].summary["served_gate_after"]
+        assert rows[0].status == "active"
+        assert after["served"] == {
+            "versions": {"moves": 2, "mutability": 2},
+            "basis_id": merge["basis_id"],
+        }
+        assert after["outcomes"] == merged
     services.stop()
 
 
