@@ -86,14 +86,18 @@ class ServingRuntime:
         self.refused_epoch: int | None = None
         self.sync_error: str | None = None
         self.on_swap: Callable[[dict[str, int]], None] | None = None
+        self._loading = False  # inside load(): the runtime is set, its first sync not yet done
 
     # ------------------------------------------------------------------ lifecycle
     @property
     def model_ready(self) -> bool:
-        return self.runtime is not None
+        """Loaded and its active versions installed: ``load`` publishes the runtime before its first ``sync``
+        (which needs it), so until that sync ends a request would have met the base model (``_loading``)."""
+        return self.runtime is not None and not self._loading
 
     def load(self) -> None:
         """Load the model (minutes for a cold default model) and the active versions."""
+        self._loading = True
         try:
             started = time.monotonic()
             primary = self._factory()
@@ -113,6 +117,8 @@ class ServingRuntime:
         except Exception as exc:
             self.model_error = f"model failed to load: {exc}"
             log.exception("model failed to load")
+        finally:
+            self._loading = False
 
     def sync(self) -> bool:
         """Install the database's active versions if the route epoch moved. Returns True when it swapped."""

@@ -76,3 +76,26 @@ def test_two_model_workers_generate_two_fixes_at_once(live: tuple[httpx.Client, 
     for answer in answers:
         body = answer.json()
         assert body["attempts"] and any(a["strategy"].startswith("model") for a in body["attempts"]), body
+
+
+def test_the_server_is_ready_only_once_its_active_versions_are_installed(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """``load`` publishes the runtime before its first sync (which needs it): /readyz must not say ready in
+    between, or a first request would meet the base model instead of the promoted version (seen as a flaky
+    ``active_versions() == {}`` right after ready under load)."""
+    settings = make_settings(tmp_path, tiny_model_dir)
+    services = Services.build(settings)
+    install_version(settings.db_url, tmp_path)
+    serving = services.serving
+    seen: list[bool] = []
+    real_sync = serving.sync
+
+    def observed_sync() -> bool:
+        seen.append(serving.model_ready)
+        return real_sync()
+
+    serving.sync = observed_sync  # type: ignore[method-assign]
+    serving.load()
+    assert seen and seen[0] is False, "ready was reported before the first sync installed the versions"
+    assert serving.model_ready and serving.active_versions() == {"moves": 1}
