@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from learner.cpu import cpu_info
+
 WeightFormat = Literal["float", "int8"]
 
 _ops: Any = torch.ops.quantized
@@ -38,12 +40,9 @@ def reduce_range() -> bool:
     """Whether activations must be quantized to 7 bits. Without VNNI, fbgemm's AVX2 kernel multiplies with
     ``vpmaddubsw``, which sums pairs of u8×s8 products into a *saturating* int16: with the full 8-bit range
     a pair can overflow it (measured on an AVX2-only EPYC: 16.6% relative error on a random 64→48 layer with
-    the full range, 1.5% with 7 bits). With VNNI the full range is exact and one bit more precise."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return True
+    the full range, 1.5% with 7 bits). With VNNI the full range is exact and one bit more precise. A CPU
+    whose flags cannot be read (``learner.cpu.cpu_info``: none) counts as one without VNNI."""
+    flags = cpu_info().flags
     return not any(flag in flags for flag in _VNNI_FLAGS)
 
 
@@ -204,8 +203,9 @@ class FusedInt8:
 
     The first member called with an input computes every member's output and keeps the others' until they
     ask for them with the *same* tensor (identity and version, so an in-place change or a different input
-    recomputes, where the tensor tracks its version — inference-mode tensors track none, see ``_version``); the kept outputs are dropped as soon as each member has taken its own. Each output column
-    is the same integer dot product as in the unfused layer, so the results are bit-identical to it."""
+    recomputes, where the tensor tracks its version — inference-mode tensors track none, see ``_version``);
+    the kept outputs are dropped as soon as each member has taken its own. Each output column is the same
+    integer dot product as in the unfused layer, so the results are bit-identical to it."""
 
     def __init__(self, members: list[Int8Linear]) -> None:
         weights = [m.int8_weight() for m in members]
